@@ -1,0 +1,151 @@
+// fastscore._core: the only file that includes pybind11. It reads as a table of the
+// kernels; each entry checks buffers, releases the GIL and calls a raw-pointer kernel.
+// Argument validation with user-facing messages happens in Python (fastscore/); the
+// checks here only guard memory safety.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "cpu/kernels.h"
+#include "cpu/simd.h"
+#include "fastscore/philox.h"
+
+namespace py = pybind11;
+using namespace fastscore;
+
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+// (dim, width, depth, activation, time_embedding, n_freqs, std_kind, (std p0, p1, T))
+using LayoutTuple = std::tuple<int, int, int, int, int, int, int, std::tuple<double, double, double>>;
+using SdeTuple = std::tuple<int, double, double, double>;  // (kind, p0, p1, T)
+
+namespace {
+
+MlpLayout to_layout(const LayoutTuple& t, const F32& weights) {
+  MlpLayout L;
+  std::tie(L.dim, L.width, L.depth, L.activation, L.time_embedding, L.n_freqs, L.std_kind, std::ignore) = t;
+  const auto& sp = std::get<7>(t);
+  L.std_sde = SdeParams{L.std_kind, std::get<0>(sp), std::get<1>(sp), std::get<2>(sp)};
+  if (L.dim < 1 || L.dim > cpu::kMaxDim || L.width < 1 || L.depth < 1)
+    throw std::invalid_argument("layout out of range");
+  if ((size_t)weights.size() != packed_size(L)) throw std::invalid_argument("weights do not match the layout");
+  return L;
+}
+
+SdeParams to_sde(const SdeTuple& t) {
+  SdeParams s;
+  std::tie(s.kind, s.p0, s.p1, s.T) = t;
+  return s;
+}
+
+F32 new_rows(int64_t n, int dim) { return F32({(py::ssize_t)n, (py::ssize_t)dim}); }
+
+}  // namespace
+
+PYBIND11_MODULE(_core, mod) {
+  mod.doc() = "fastscore compiled kernels (see fastscore/backends for the Python side)";
+
+  mod.def("build_info", [] {
+    py::dict d;
+    d["openmp_threads"] = cpu::max_threads();
+    d["isa"] = cpu::kIsa;
+    d["tile"] = cpu::kTile;
+    d["max_dim"] = cpu::kMaxDim;
+    d["cuda_compiled"] = false;
+    return d;
+  });
+
+  mod.def(
+      "philox",
+      [](py::array_t<uint32_t, py::array::c_style | py::array::forcecast> ctr, uint64_t seed) {
+        if (ctr.ndim() != 2 || ctr.shape(1) != 4) throw std::invalid_argument("counter must be [n, 4]");
+        py::array_t<uint32_t> out({ctr.shape(0), (py::ssize_t)4});
+        const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+        for (py::ssize_t i = 0; i < ctr.shape(0); ++i) philox4x32_10(ctr.data(i, 0), key, out.mutable_data(i, 0));
+        return out;
+      },
+      "Philox4x32-10 of counters [n, 4] under the key of `seed`", py::arg("counter"), py::arg("seed"));
+
+  mod.def(
+      "normals",
+      [](uint64_t seed, py::array_t<int64_t, py::array::c_style | py::array::forcecast> samples, uint32_t step,
+         uint32_t stream, int dim, bool single) {
+        if (dim < 1 || dim > cpu::kMaxDim) throw std::invalid_argument("dim out of range");
+        F64 out({samples.shape(0), (py::ssize_t)dim});
+        for (py::ssize_t i = 0; i < samples.shape(0); ++i) {
+          double* row = out.mutable_data(i, 0);
+          if (single) {
+            float zf[cpu::kMaxDim];
+            draw_normals<float>(seed, (uint32_t)samples.at(i), step, stream, dim, zf);
+            for (int d = 0; d < dim; ++d) row[d] = zf[d];
+          } else {
+            draw_normals<double>(seed, (uint32_t)samples.at(i), step, stream, dim, row);
+          }
+        }
+        return out;
+      },
+      "normals [n, dim] of the shared stream, Box-Muller in float32 (single) or float64",
+      py::arg("seed"), py::arg("samples"), py::arg("step"), py::arg("stream"), py::arg("dim"),
+      py::arg("single") = false);
+
+  mod.def(
+      "sde_coefficients",
+      [](const SdeTuple& sde, F64 t) {
+        const SdeParams s = to_sde(sde);
+        F64 out({t.size(), (py::ssize_t)5});
+        for (py::ssize_t i = 0; i < t.size(); ++i) {
+          const double ti = t.data()[i];
+          double* r = out.mutable_data(i, 0);
+          r[0] = drift_coeff(s, ti);
+          r[1] = diffusion_sq(s, ti);
+          r[2] = mean_coeff(s, ti);
+          r[3] = marginal_std(s, ti);
+          r[4] = prior_std(s);
+        }
+        return out;
+      },
+      "[len(t), 5]: f(t), g(t)^2, m(t), sigma(t), prior std from csrc/include/fastscore/sde.h",
+      py::arg("sde"), py::arg("t"));
+
+  mod.def(
+      "mlp_eval",
+      [](F32 weights, const LayoutTuple& layout, F32 x, double t) {
+        const MlpLayout L = to_layout(layout, weights);
+        if (x.ndim() != 2 || x.shape(1) != L.dim) throw std::invalid_argument("x must be [n, dim]");
+        const int64_t n = x.shape(0);
+        F32 out = new_rows(n, L.dim);
+        const float* w = weights.data();
+        const float* xp = x.data();
+        float* op = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          cpu::mlp_eval(L, w, xp, n, t, op);
+        }
+        return out;
+      },
+      "s_theta(x, t) [n, dim] by the tiled CPU forward pass", py::arg("weights"), py::arg("layout"), py::arg("x"),
+      py::arg("t"));
+
+  mod.def(
+      "sample_em",
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int64_t n, int steps, double eps,
+         uint64_t seed, int64_t start) {
+        const MlpLayout L = to_layout(layout, weights);
+        if (n < 0 || steps < 1) throw std::invalid_argument("n >= 0 and steps >= 1 required");
+        const SdeParams s = to_sde(sde);
+        F32 out = new_rows(n, L.dim);
+        const float* w = weights.data();
+        float* op = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          cpu::sample_em(L, w, s, n, steps, eps, seed, start, op);
+        }
+        return out;
+      },
+      "fused reverse-SDE Euler-Maruyama sampler: [n, dim]", py::arg("weights"), py::arg("layout"), py::arg("sde"),
+      py::arg("n"), py::arg("steps"), py::arg("eps"), py::arg("seed"), py::arg("start"));
+}

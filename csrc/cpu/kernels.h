@@ -1,0 +1,26 @@
+// Fused CPU kernels: whole trajectories per tile of samples, OpenMP over tiles.
+// Every function takes raw buffers (shapes in comments) and is called without the GIL.
+#pragma once
+#include <cstdint>
+
+#include "fastscore/mlp.h"
+#include "fastscore/sde.h"
+
+namespace fastscore {
+namespace cpu {
+
+// largest data dimension the CPU kernels take (per-lane stack buffers are sized by it)
+constexpr int kMaxDim = 64;
+
+// s_theta(x, t) for x [n, dim] at one time t -> out [n, dim] (the tiled forward pass alone)
+void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, float* out);
+
+// Reverse-SDE Euler–Maruyama from the prior at T to eps in `steps` steps. Sample j of the
+// output is sample index start + j of the random stream. out [n, dim]
+void sample_em(const MlpLayout& L, const float* weights, const SdeParams& sde, int64_t n, int steps,
+               double eps, uint64_t seed, int64_t start, float* out);
+
+int max_threads();
+
+}  // namespace cpu
+}  // namespace fastscore

@@ -1,0 +1,51 @@
+// The CPU lane type: a tile of samples held in SIMD registers as one GCC vector.
+// kTile samples per tile; a hidden layer of width w keeps w such vectors (w * kTile
+// floats, 8 KiB at w = 64) plus the weights in L1/L2, so a tile runs its whole trajectory
+// in cache. kRows is the register blocking of mlp.h's dense(): kRows accumulators of
+// kTile lanes each must fit in the register file (AVX-512: 32 zmm, AVX2: 16 ymm).
+#pragma once
+#include <cmath>
+
+#include "fastscore/lanes.h"
+
+namespace fastscore {
+namespace cpu {
+
+#if defined(__AVX512F__)
+constexpr int kTile = 32;  // 2 zmm per lane value
+constexpr int kRows = 8;   // 16 accumulators
+constexpr const char* kIsa = "AVX-512";
+#elif defined(__AVX2__)
+constexpr int kTile = 16;  // 2 ymm
+constexpr int kRows = 6;   // 12 accumulators
+constexpr const char* kIsa = "AVX2";
+#else
+constexpr int kTile = 8;
+constexpr int kRows = 4;
+constexpr const char* kIsa = "SSE2";
+#endif
+
+typedef float Lanes __attribute__((vector_size(kTile * sizeof(float))));
+
+}  // namespace cpu
+
+// Transcendentals lane by lane through libm: only the tanh / SiLU / softplus networks
+// use them, once per hidden unit (not per multiply-add).
+template <>
+struct LaneMath<cpu::Lanes> {
+  using V = cpu::Lanes;
+  static V exp(V x) {
+    for (int i = 0; i < cpu::kTile; ++i) x[i] = ::expf(x[i]);
+    return x;
+  }
+  static V expm1(V x) {
+    for (int i = 0; i < cpu::kTile; ++i) x[i] = ::expm1f(x[i]);
+    return x;
+  }
+  static V log1p(V x) {
+    for (int i = 0; i < cpu::kTile; ++i) x[i] = ::log1pf(x[i]);
+    return x;
+  }
+};
+
+}  // namespace fastscore

@@ -1,0 +1,43 @@
+// Moving samples between [n, dim] arrays and tiles of lanes, and filling lanes from the
+// shared Philox stream (a sample's numbers depend only on its index, never on its tile).
+#pragma once
+#include <cstdint>
+
+#include "fastscore/philox.h"
+#include "kernels.h"
+#include "simd.h"
+
+namespace fastscore {
+namespace cpu {
+
+// number of real samples in the tile that starts at sample `first` of n
+inline int tile_count(int64_t first, int64_t n) {
+  const int64_t left = n - first;
+  return left < kTile ? (int)left : kTile;
+}
+
+// x [dim] lanes <- rows first.. of src [n, dim]; lanes past `count` are zero
+inline void load_tile(const float* src, int dim, int count, Lanes* x) {
+  for (int d = 0; d < dim; ++d) x[d] = Lanes{};
+  for (int l = 0; l < count; ++l)
+    for (int d = 0; d < dim; ++d) x[d][l] = src[(int64_t)l * dim + d];
+}
+
+// rows of dst [n, dim] <- the first `count` lanes of x [dim]
+inline void store_tile(const Lanes* x, int dim, int count, float* dst) {
+  for (int l = 0; l < count; ++l)
+    for (int d = 0; d < dim; ++d) dst[(int64_t)l * dim + d] = x[d][l];
+}
+
+// z [dim] lanes <- standard normals of samples index0 + lane at (step, stream); every lane
+// is filled (samples past n draw numbers that are never stored) so the math stays uniform
+inline void fill_normals(uint64_t seed, int64_t index0, uint32_t step, uint32_t stream, int dim, Lanes* z) {
+  double buf[kMaxDim];
+  for (int l = 0; l < kTile; ++l) {
+    draw_normals<double>(seed, (uint32_t)(index0 + l), step, stream, dim, buf);
+    for (int d = 0; d < dim; ++d) z[d][l] = (float)buf[d];
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastscore

@@ -1,0 +1,30 @@
+// The lane type V that the per-sample math is written over.
+// On the GPU V = float (one trajectory per thread); on the CPU V is a GCC vector of
+// samples (a tile in SIMD lanes, csrc/cpu/simd.h). Both support +, -, *, / with float
+// scalars, comparisons and `cond ? a : b`; what differs (transcendentals) goes through
+// LaneMath<V>, a class template so the CPU specialisation can be declared after this
+// header (plain overloads would not be found for built-in vector types).
+#pragma once
+#include <cmath>
+
+#include "common.h"
+
+namespace fastscore {
+
+template <class V>
+struct LaneMath;
+
+template <>
+struct LaneMath<float> {
+  static FS_HD float exp(float x) { return ::expf(x); }
+  static FS_HD float expm1(float x) { return ::expm1f(x); }
+  static FS_HD float log1p(float x) { return ::log1pf(x); }
+};
+
+// a lane value with every lane equal to c
+template <class V>
+FS_HD V splat(float c) {
+  return V{} + c;
+}
+
+}  // namespace fastscore

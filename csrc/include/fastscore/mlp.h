@@ -1,0 +1,146 @@
+// The score MLP over a packed model (layout of fastscore/nn.py::pack), written once over
+// a lane type V (lanes.h) for the CPU tile kernels and the CUDA kernels alike.
+#pragma once
+#include <cstddef>
+
+#include "common.h"
+#include "lanes.h"
+#include "sde.h"
+
+namespace fastscore {
+
+enum Activation : int { kReLU = 0, kTanh = 1, kSiLU = 2, kLeakyReLU = 3, kSoftplus = 4 };
+enum TimeEmbedding : int { kConcat = 0, kFourier = 1 };
+constexpr float kLeakySlope = 0.01f;  // torch's default; fastscore/nn.py uses the same
+
+struct MlpLayout {
+  int dim, width, depth, activation, time_embedding, n_freqs;
+  int std_kind;  // < 0: no output scaling; else the output is divided by sigma(t) of std_sde
+  SdeParams std_sde;
+};
+
+FS_HD int embed_dim(const MlpLayout& L) { return L.time_embedding == kFourier ? 2 * L.n_freqs : 1; }
+
+// pointers into the packed buffer
+struct MlpWeights {
+  const float *W0, *b0;  // [width, dim + E], [width]
+  const float* hidden;   // depth - 1 blocks of W [width, width] then b [width]
+  const float *Wout, *bout;  // [dim, width], [dim]
+  const float* freqs;    // [n_freqs] (Fourier embedding only)
+};
+
+FS_HD size_t packed_size(const MlpLayout& L) {
+  const size_t w = L.width, d = L.dim, e = embed_dim(L);
+  return w * (d + e) + w + (L.depth - 1) * (w * w + w) + d * w + d +
+         (L.time_embedding == kFourier ? L.n_freqs : 0);
+}
+
+FS_HD MlpWeights mlp_weights(const MlpLayout& L, const float* p) {
+  const size_t w = L.width, d = L.dim, e = embed_dim(L);
+  MlpWeights m;
+  m.W0 = p;
+  m.b0 = m.W0 + w * (d + e);
+  m.hidden = m.b0 + w;
+  m.Wout = m.hidden + (L.depth - 1) * (w * w + w);
+  m.bout = m.Wout + d * w;
+  m.freqs = m.bout + d;
+  return m;
+}
+
+FS_HD const float* hidden_weight(const MlpLayout& L, const MlpWeights& m, int l) {
+  return m.hidden + (size_t)(l - 1) * ((size_t)L.width * L.width + L.width);
+}
+
+// c[j] = b0[j] + sum_e W0[j, dim + e] phi_e(t). The time features enter the first layer
+// linearly, so this is one vector per time value, shared by every sample at that time;
+// kernels compute it once per step (or stage), in double, and round once.
+FS_HD void time_bias(const MlpLayout& L, const MlpWeights& m, double t, float* c) {
+  const int in = L.dim + embed_dim(L);
+  for (int j = 0; j < L.width; ++j) {
+    const float* row = m.W0 + (size_t)j * in + L.dim;
+    double acc = m.b0[j];
+    if (L.time_embedding == kConcat) {
+      acc += (double)row[0] * t;
+    } else {
+      for (int f = 0; f < L.n_freqs; ++f) {
+        const double proj = 2.0 * 3.14159265358979323846 * t * (double)m.freqs[f];
+        acc += (double)row[f] * sin(proj) + (double)row[L.n_freqs + f] * cos(proj);
+      }
+    }
+    c[j] = (float)acc;
+  }
+}
+
+// factor applied to the last layer: 1 / sigma(t) with output scaling, else 1
+FS_HD double output_scale(const MlpLayout& L, double t) {
+  return L.std_kind < 0 ? 1.0 : 1.0 / marginal_std(L.std_sde, t);
+}
+
+// z[j] = b[j] + sum_k W[j * ld + k] x[k] for j < n_out, every lane at once. J rows go
+// together so each input lane value loaded feeds J independent FMA chains.
+template <int J, class V>
+FS_HD void dense(const float* W, int ld, const float* b, int n_in, int n_out, const V* x, V* z) {
+  int j = 0;
+  for (; j + J <= n_out; j += J) {
+    V acc[J];
+    for (int r = 0; r < J; ++r) acc[r] = splat<V>(b[j + r]);
+    for (int k = 0; k < n_in; ++k) {
+      const V xk = x[k];
+      for (int r = 0; r < J; ++r) acc[r] += W[(size_t)(j + r) * ld + k] * xk;
+    }
+    for (int r = 0; r < J; ++r) z[j + r] = acc[r];
+  }
+  for (; j < n_out; ++j) {
+    V acc = splat<V>(b[j]);
+    for (int k = 0; k < n_in; ++k) acc += W[(size_t)j * ld + k] * x[k];
+    z[j] = acc;
+  }
+}
+
+template <class V>
+FS_HD V activation(int kind, V x) {
+  using M = LaneMath<V>;
+  const V zero{};
+  switch (kind) {
+    case kTanh: {
+      // tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation near 0
+      const V e = M::expm1(-2.0f * (x < 0.0f ? -x : x));
+      const V r = -e / (2.0f + e);
+      return x < 0.0f ? -r : r;
+    }
+    case kSiLU: return x / (1.0f + M::exp(-x));
+    case kLeakyReLU: return x > 0.0f ? x : kLeakySlope * x;
+    case kSoftplus: {
+      // max(x, 0) + log1p(exp(-|x|)): no overflow for large x
+      const V ax = x < 0.0f ? -x : x;
+      return (x > 0.0f ? x : zero) + M::log1p(M::exp(-ax));
+    }
+    default: return x > 0.0f ? x : zero;
+  }
+}
+
+template <class V>
+FS_HD void activate(int kind, V* z, int n) {
+  for (int j = 0; j < n; ++j) z[j] = activation(kind, z[j]);
+}
+
+// out [dim] = s_theta(x, t) for x [dim]; c [width] = time_bias(t), scale = output_scale(t).
+// h0, h1: scratch [width] each.
+template <int J, class V>
+FS_HD void mlp_forward(const MlpLayout& L, const MlpWeights& m, const float* c, float scale,
+                       const V* x, V* out, V* h0, V* h1) {
+  dense<J>(m.W0, L.dim + embed_dim(L), c, L.dim, L.width, x, h0);
+  activate(L.activation, h0, L.width);
+  for (int l = 1; l < L.depth; ++l) {
+    const float* W = hidden_weight(L, m, l);
+    dense<J>(W, L.width, W + (size_t)L.width * L.width, L.width, L.width, h0, h1);
+    activate(L.activation, h1, L.width);
+    V* tmp = h0;
+    h0 = h1;
+    h1 = tmp;
+  }
+  dense<J>(m.Wout, L.width, m.bout, L.width, L.dim, h0, out);
+  for (int d = 0; d < L.dim; ++d) out[d] = out[d] * scale;
+}
+
+}  // namespace fastscore

@@ -1,0 +1,69 @@
+// Closed-form coefficients of the linear forward SDEs dx = f(t) x dt + g(t) dW.
+// Mirrors fastscore/sde.py formula by formula (tests/test_sde.py holds them together).
+// Evaluated in double once per step or stage, then rounded to the kernel's precision.
+#pragma once
+#include <cmath>
+
+#include "common.h"
+
+namespace fastscore {
+
+enum SdeKind : int { kVP = 0, kVE = 1, kSubVP = 2 };
+
+// VP / sub-VP: p0 = beta_min, p1 = beta_max. VE: p0 = sigma, p1 unused.
+struct SdeParams {
+  int kind;
+  double p0, p1, T;
+};
+
+FS_HD double beta_of(const SdeParams& s, double t) { return s.p0 + (s.p1 - s.p0) * t / s.T; }
+
+// int_0^t beta(s) ds for the linear schedule
+FS_HD double beta_integral(const SdeParams& s, double t) {
+  return s.p0 * t + 0.5 * (s.p1 - s.p0) * t * t / s.T;
+}
+
+// f(t): the drift is f(t) x
+FS_HD double drift_coeff(const SdeParams& s, double t) {
+  return s.kind == kVE ? 0.0 : -0.5 * beta_of(s, t);
+}
+
+// g(t)^2
+FS_HD double diffusion_sq(const SdeParams& s, double t) {
+  switch (s.kind) {
+    case kVE: return exp(2.0 * log(s.p0) * t);
+    case kSubVP: return beta_of(s, t) * -expm1(-2.0 * beta_integral(s, t));
+    default: return beta_of(s, t);
+  }
+}
+
+// m(t): E[x_t | x_0] = m(t) x_0
+FS_HD double mean_coeff(const SdeParams& s, double t) {
+  return s.kind == kVE ? 1.0 : exp(-0.5 * beta_integral(s, t));
+}
+
+// sigma(t): std of x_t given x_0 (expm1 keeps digits near t = 0)
+FS_HD double marginal_std(const SdeParams& s, double t) {
+  switch (s.kind) {
+    case kVE: {
+      const double ls = log(s.p0);
+      return sqrt(expm1(2.0 * ls * t) / (2.0 * ls));
+    }
+    case kSubVP: return -expm1(-beta_integral(s, t));
+    default: return sqrt(-expm1(-beta_integral(s, t)));
+  }
+}
+
+// std of the prior N(0, prior_std^2 I) at t = T
+FS_HD double prior_std(const SdeParams& s) { return s.kind == kVE ? marginal_std(s, s.T) : 1.0; }
+
+// Exact forward transition x_t = a x_s + G z over s < t, valid for any linear SDE:
+// a = m(t)/m(s), G^2 = sigma(t)^2 - a^2 sigma(s)^2.
+FS_HD void transition(const SdeParams& s, double t, double s_prev, double* a, double* G2) {
+  const double ratio = mean_coeff(s, t) / mean_coeff(s, s_prev);
+  const double st = marginal_std(s, t), sp = marginal_std(s, s_prev);
+  *a = ratio;
+  *G2 = st * st - ratio * ratio * sp * sp;
+}
+
+}  // namespace fastscore
