@@ -1,6 +1,15 @@
 """fastscore: fused samplers and exact-trace likelihoods for score-based diffusion models."""
 
-from .nn import ScoreMLP, pack
+from . import datasets
+from .backends import backends
+from .likelihood import log_prob
+from .nn import PackedModel, ScoreMLP, pack
+from .sampling import sample
 from .sde import SDE, SubVPSDE, VESDE, VPSDE
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "SDE", "VPSDE", "VESDE", "SubVPSDE", "ScoreMLP", "PackedModel", "pack",
+    "sample", "log_prob", "backends", "datasets",
+]

@@ -1,0 +1,52 @@
+"""The compiled C++ backend (``fastscore._core``): fused kernels over packed models."""
+
+from __future__ import annotations
+
+import torch
+
+from ..nn import PackedModel, pack
+from ..plan import SamplePlan
+from ..sde import SDE
+
+try:
+    from .. import _core
+except ImportError as exc:  # a source checkout without a build, or a broken build
+    _core = None
+    _IMPORT_ERROR = str(exc)
+
+
+def info() -> dict:
+    if _core is None:
+        return {"available": False, "compiled": False,
+                "detail": f"extension not built ({_IMPORT_ERROR}); reinstall with `pip install .`"}
+    b = _core.build_info()
+    return {"available": True, "compiled": True,
+            "detail": f"OpenMP, {b['openmp_threads']} threads, {b['isa']}, tile {b['tile']}"}
+
+
+def cuda_info() -> dict:
+    if _core is None or not _core.build_info()["cuda_compiled"]:
+        return {"available": False, "compiled": False, "detail": "built without CUDA kernels"}
+    return {"available": False, "compiled": True, "detail": "CUDA kernels compiled; no runtime checks yet"}
+
+
+def layout(p: PackedModel) -> tuple:
+    """The layout tuple the bindings take (csrc/bindings.cpp, LayoutTuple)."""
+    return (p.dim, p.width, p.depth, p.activation, p.time_embedding, p.n_freqs, p.std_sde_kind, p.std_sde_params)
+
+
+def sde_tuple(sde: SDE) -> tuple:
+    return (sde.kind, *sde.params)
+
+
+def check_dim(p: PackedModel) -> None:
+    max_dim = _core.build_info()["max_dim"]
+    if p.dim > max_dim:
+        raise ValueError(f"the CPU kernels take dim <= {max_dim}, this model has dim {p.dim}; use backend='torch'")
+
+
+def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
+    p = pack(model)
+    check_dim(p)
+    out = _core.sample_em(p.weights, layout(p), sde_tuple(sde), plan.n, plan.steps, plan.eps, plan.seed, plan.start)
+    return torch.from_numpy(out)

@@ -1,0 +1,43 @@
+"""``fastscore.sample``: the public front-end of every sampler."""
+
+from __future__ import annotations
+
+import torch
+
+from .backends import select
+from .plan import make_sample_plan
+from .sde import SDE
+
+
+def sample(
+    model: torch.nn.Module,
+    sde: SDE,
+    n: int,
+    method: str = "em",
+    steps: int = 1000,
+    backend: str = "auto",
+    seed: int = 0,
+    eps: float = 1e-3,
+    *,
+    snr: float = 0.16,
+    corrector_steps: int = 1,
+    denoise: bool = False,
+    start: int = 0,
+) -> torch.Tensor:
+    """Draw n samples [n, dim] from the reverse of `sde` with the score network `model`.
+
+    Args:
+        method: "em" (reverse-SDE Euler–Maruyama, seed 002), "pc" (reverse-diffusion
+            predictor + Langevin corrector, Song et al. 2021), "ode_euler" or "ode_heun"
+            (probability-flow ODE).
+        steps: steps from T down to eps (grid t_k = T - k (T - eps) / steps).
+        backend: "auto" (fastest available), "cpu", "cuda", "numba" or "torch" (reference).
+        seed: seed of the shared Philox stream: sample i depends only on (seed, i, plan).
+        eps: end time; sampling stops at t = eps > 0.
+        snr, corrector_steps: Langevin corrector of "pc" (score_sde's defaults).
+        denoise: finish with the noise-free Tweedie step E[x_0 | x_eps].
+        start: index of the first sample in the stream, to split one run across calls or
+            machines (sample(n=a, start=0) then sample(n=b, start=a) equals one run of a + b).
+    """
+    plan = make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise)
+    return select(backend, "sample", plan.method).sample(model, sde, plan)
