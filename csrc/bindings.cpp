@@ -60,6 +60,14 @@ PYBIND11_MODULE(_core, mod) {
   });
 
   mod.def(
+      "fma_peak_gflops",
+      [](int64_t iters) {
+        py::gil_scoped_release nogil;
+        return cpu::fma_peak_gflops(iters);
+      },
+      "measured FP32 FMA peak of all OpenMP threads in GFLOP/s", py::arg("iters") = 20000000);
+
+  mod.def(
       "philox",
       [](py::array_t<uint32_t, py::array::c_style | py::array::forcecast> ctr, uint64_t seed) {
         if (ctr.ndim() != 2 || ctr.shape(1) != 4) throw std::invalid_argument("counter must be [n, 4]");

@@ -22,5 +22,8 @@ void sample_em(const MlpLayout& L, const float* weights, const SdeParams& sde, i
 
 int max_threads();
 
+// measured FP32 FMA throughput of all threads, GFLOP/s (iters FMA rounds per chain)
+double fma_peak_gflops(int64_t iters);
+
 }  // namespace cpu
 }  // namespace fastscore

@@ -11,17 +11,19 @@
 namespace fastscore {
 namespace cpu {
 
+// One native register per lane value: GCC lowers wider vector types poorly (element-wise
+// splats through memory), so a tile is exactly one register of samples.
 #if defined(__AVX512F__)
-constexpr int kTile = 32;  // 2 zmm per lane value
-constexpr int kRows = 8;   // 16 accumulators
+constexpr int kTile = 16;
+constexpr int kRows = 16;  // 16 zmm accumulators of the 32
 constexpr const char* kIsa = "AVX-512";
-#elif defined(__AVX2__)
-constexpr int kTile = 16;  // 2 ymm
-constexpr int kRows = 6;   // 12 accumulators
+#elif defined(__AVX__)
+constexpr int kTile = 8;
+constexpr int kRows = 12;  // 12 ymm accumulators of the 16
 constexpr const char* kIsa = "AVX2";
 #else
-constexpr int kTile = 8;
-constexpr int kRows = 4;
+constexpr int kTile = 4;
+constexpr int kRows = 12;
 constexpr const char* kIsa = "SSE2";
 #endif
 
