@@ -4,6 +4,7 @@ from . import datasets
 from .backends import backends
 from .likelihood import log_prob
 from .nn import PackedModel, ScoreMLP, pack
+from .train import train
 from .sampling import sample
 from .sde import SDE, SubVPSDE, VESDE, VPSDE
 
@@ -11,5 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "VPSDE", "VESDE", "SubVPSDE", "ScoreMLP", "PackedModel", "pack",
-    "sample", "log_prob", "backends", "datasets",
+    "sample", "log_prob", "backends", "datasets", "train",
 ]

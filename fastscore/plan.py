@@ -27,7 +27,7 @@ TRACES = ("exact", "hutchinson")
 MAX_INDEX = 2**32  # sample indices address the 32-bit Philox counter word
 
 
-def _int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
@@ -35,7 +35,7 @@ def _int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _positive(name: str, value) -> float:
+def check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -57,14 +57,14 @@ def check_sde(sde) -> SDE:
 
 
 def check_eps(eps, sde: SDE) -> float:
-    eps = _positive("eps", eps)
+    eps = check_positive("eps", eps)
     if eps >= sde.T:
         raise ValueError(f"eps must be < T = {sde.T} (the end time of sampling / start of likelihood), got {eps}")
     return eps
 
 
 def check_seed(seed) -> int:
-    seed = _int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     if seed >= 2**64:
         raise ValueError(f"seed must be < 2**64, got {seed}")
     return seed
@@ -130,21 +130,21 @@ class SamplePlan:
 def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise) -> SamplePlan:
     dim = model_dim(model)
     check_sde(sde)
-    n = _int("n", n, 0)
-    start = _int("start", start, 0)
+    n = check_int("n", n, 0)
+    start = check_int("start", start, 0)
     if start + n > MAX_INDEX:
         raise ValueError(f"start + n must be <= 2**32 (sample indices of the random stream), got {start + n}")
     return SamplePlan(
         method=check_choice("method", method, SAMPLE_METHODS),
         n=n,
         dim=dim,
-        steps=_int("steps", steps, 1),
+        steps=check_int("steps", steps, 1),
         eps=check_eps(eps, sde),
         T=sde.T,
         seed=check_seed(seed),
         start=start,
-        snr=_positive("snr", snr),
-        corrector_steps=_int("corrector_steps", corrector_steps, 0),
+        snr=check_positive("snr", snr),
+        corrector_steps=check_int("corrector_steps", corrector_steps, 0),
         denoise=bool(denoise),
     )
 
@@ -176,11 +176,11 @@ def make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed) 
     return LogProbPlan(
         method=check_choice("method", method, LOG_PROB_METHODS),
         dim=dim,
-        steps=_int("steps", steps, 1),
+        steps=check_int("steps", steps, 1),
         eps=check_eps(eps, sde),
         T=sde.T,
-        rtol=_positive("rtol", rtol),
-        atol=_positive("atol", atol),
+        rtol=check_positive("rtol", rtol),
+        atol=check_positive("atol", atol),
         trace=check_choice("trace", trace, TRACES),
         seed=check_seed(seed),
     )

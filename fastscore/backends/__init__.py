@@ -37,18 +37,18 @@ def backends() -> dict:
     }
 
 
-def select(backend: str, task: str, method: str):
-    """The module that runs (task, method) on `backend`; "auto" picks the fastest that can."""
+def resolve(backend: str, task: str, method: str) -> str:
+    """The name of the backend that runs (task, method); "auto" picks the fastest that can."""
     if backend not in NAMES and backend != "auto":
         raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of {', '.join(map(repr, NAMES))}")
     if backend == "torch":
-        return reference
+        return backend
     info = backends()
     if backend == "auto":
         for name in ("cuda", "cpu", "numba"):
             if info[name]["available"] and (task, method) in _SUPPORTS[name]:
-                return _module(name)
-        return reference
+                return name
+        return "torch"
     if not info[backend]["available"]:
         raise RuntimeError(f"backend {backend!r} is not available here: {info[backend]['detail']}")
     if (task, method) not in _SUPPORTS[backend]:
@@ -56,8 +56,9 @@ def select(backend: str, task: str, method: str):
             f"{task} method {method!r} is not implemented on backend {backend!r}; "
             "use backend='torch' (the reference) or backend='auto'"
         )
-    return _module(backend)
+    return backend
 
 
-def _module(name: str):
-    return {"cpu": cpu}[name]
+def select(backend: str, task: str, method: str):
+    """The module that runs (task, method) on `backend` (see ``resolve``)."""
+    return {"cpu": cpu, "torch": reference}[resolve(backend, task, method)]

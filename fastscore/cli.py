@@ -1,0 +1,35 @@
+"""The ``fastscore`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fastscore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="train a seed-002 ring model, sample it fast, write a PNG")
+    demo.add_argument("--out", default=".", help="folder for fastscore_demo.png (default: .)")
+    demo.add_argument("--train-steps", type=int, default=8000)
+    demo.add_argument("--batch-size", type=int, default=2000)
+    demo.add_argument("--n", type=int, default=100_000, help="samples to draw")
+    demo.add_argument("--steps", type=int, default=500, help="Euler–Maruyama steps")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-reference", action="store_true", help="skip timing the reference backend")
+    sub.add_parser("backends", help="print what each backend can do here")
+    args = parser.parse_args(argv)
+
+    if args.command == "backends":
+        from .backends import backends
+
+        print(json.dumps(backends(), indent=2))
+        return 0
+    from .demo import run
+
+    run(args.out, args.train_steps, args.batch_size, args.n, args.steps, args.seed, not args.no_reference)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
