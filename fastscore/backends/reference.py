@@ -55,7 +55,7 @@ def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
     if plan.n == 0:
         return x
     score = lambda x, t: model(x, t)  # noqa: E731 - one name for "the network at (x, t)"
-    step = {"em": _em, "pc": _pc, "ode_euler": _ode_euler, "ode_heun": _ode_heun}[plan.method]
+    step = {"em": em_step, "pc": pc_step, "ode_euler": ode_euler_step, "ode_heun": ode_heun_step}[plan.method]
     noise = _Noise(plan, rng.STREAM_PREDICTOR, dtype, device)
     correctors = [_Noise(plan, rng.STREAM_CORRECTOR + j, dtype, device) for j in range(plan.corrector_steps)]
     for k in range(plan.steps):
@@ -65,7 +65,7 @@ def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
     return x
 
 
-def _em(score, sde, plan, x, k, noise, correctors):
+def em_step(score, sde, plan, x, k, noise, correctors):
     """Reverse-SDE Euler–Maruyama, seed 002's ``reverse_step`` for any SDE:
     x <- x - (f(t) x - g(t)^2 s(x, t)) h + g(t) sqrt(h) z."""
     t, h = plan.time(k), plan.h
@@ -73,7 +73,7 @@ def _em(score, sde, plan, x, k, noise, correctors):
     return x - (sde.drift_coeff(t) * x - g2 * score(x, t)) * h + math.sqrt(g2 * h) * noise(k)
 
 
-def _pc(score, sde, plan, x, k, noise, correctors):
+def pc_step(score, sde, plan, x, k, noise, correctors):
     """Predictor–corrector of Song et al. (2021), ``pc_sampler`` of score_sde: Langevin
     corrector sweeps at t, then the reverse-diffusion predictor from t to t - h.
 
@@ -98,13 +98,13 @@ def _pf_drift(score, sde, x, t):
     return sde.drift_coeff(t) * x - 0.5 * sde.diffusion_sq(t) * score(x, t)
 
 
-def _ode_euler(score, sde, plan, x, k, noise, correctors):
+def ode_euler_step(score, sde, plan, x, k, noise, correctors):
     """Probability-flow ODE, explicit Euler from t to t - h (seed 001's backward Euler)."""
     t = plan.time(k)
     return x - plan.h * _pf_drift(score, sde, x, t)
 
 
-def _ode_heun(score, sde, plan, x, k, noise, correctors):
+def ode_heun_step(score, sde, plan, x, k, noise, correctors):
     """Probability-flow ODE, Heun's method (Karras et al. 2022, Algorithm 1 without churn)."""
     t, h = plan.time(k), plan.h
     d1 = _pf_drift(score, sde, x, t)
