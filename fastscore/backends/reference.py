@@ -79,17 +79,21 @@ def pc_step(score, sde, plan, x, k, noise, correctors):
 
     Both are built on the exact forward transition x_t = a x_{t-h} + G z (SDE.transition):
     predictor x <- (2 - a) x + G^2 s + G z (score_sde's ReverseDiffusionPredictor: for VE it
-    is SMLD's, for VP a = exp(-1/2 int beta) plays sqrt(alpha_i)); corrector step size
-    eps_i = 2 alpha (snr ||z_i|| / ||s_i||)^2 with alpha = a^2, from each sample's own norms
-    (score_sde averages norms over the batch, which would couple samples).
+    is SMLD's, for VP a = exp(-1/2 int beta) plays sqrt(alpha_i)).
+
+    Corrector step size eps(t) = 2 alpha (snr sigma(t))^2 with alpha = a^2. score_sde uses
+    2 alpha (snr ||z|| / ||s||)^2 with norms averaged over the batch, which couples samples;
+    taken per sample, the step would depend on the position (||s(x)|| vanishes at every
+    mode of low-dimensional data), and unadjusted Langevin with a position-dependent step
+    samples the wrong law (tests/test_reference.py shows the spread it adds). sigma(t)
+    replaces the ratio because E||z||^2 = dim and E||s||^2 <= dim / sigma(t)^2 (the
+    denoising score matching identity): the same value for a typical batch, from t alone.
     """
     t, h = plan.time(k), plan.h
     a, G2 = sde.transition(t, t - h)
+    step = 2 * a * a * (plan.snr * sde.std(t)) ** 2
     for j, z_of in enumerate(correctors):
-        s, z = score(x, t), z_of(k)
-        ratio = plan.snr * z.norm(dim=1, keepdim=True) / s.norm(dim=1, keepdim=True)
-        step = torch.where(torch.isfinite(ratio), 2 * a * a * ratio**2, torch.zeros_like(ratio))
-        x = x + step * s + torch.sqrt(2 * step) * z
+        x = x + step * score(x, t) + math.sqrt(2 * step) * z_of(k)
     return (2 - a) * x + G2 * score(x, t) + math.sqrt(G2) * noise(k)
 
 
@@ -155,6 +159,8 @@ _TABLEAUX = {  # explicit Runge–Kutta: (nodes c, weights b, matrix a) — fixe
 def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> torch.Tensor:
     """log p_eps(x) [n] in nats: integrate [x, delta] from eps to T along the probability
     flow, then log p = log p_T(x_T) + delta(T) (seed 000's ``likelihood_ode``)."""
+    dtype, device = _model_dtype_device(model)
+    x = x.to(dtype=dtype, device=device)
     probe = None
     if plan.trace == "hutchinson":
         # one probe per sample for the whole solve (FFJORD's choice): the ODE stays smooth
