@@ -22,7 +22,8 @@ def log_prob(
     *,
     trace: str = "exact",
     seed: int = 0,
-) -> torch.Tensor:
+    return_info: bool = False,
+):
     """log p_eps(x) in nats, shape [n], for data points x [n, dim].
 
     Integrates the augmented probability-flow ODE [x, log p] from eps to T (seed 000)
@@ -32,7 +33,10 @@ def log_prob(
     Args:
         method: "euler", "heun", "rk4" (fixed `steps`) or "rk45" (adaptive, rtol/atol).
         backend: "auto", "cpu", "cuda", "numba" or "torch" (reference).
+        seed: seed of the Hutchinson probes (one Rademacher vector per sample).
+        return_info: also return {"nfe": network evaluations per sample [n]}.
     """
     plan = make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed)
     x = check_points(x, plan.dim)
-    return select(backend, "log_prob", plan.method).log_prob(model, sde, x, plan)
+    logp, nfe = select(backend, "log_prob", plan.method).log_prob(model, sde, x, plan)
+    return (logp, {"nfe": nfe}) if return_info else logp

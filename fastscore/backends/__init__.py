@@ -7,24 +7,10 @@ to fix the request when the named backend cannot run it.
 
 from __future__ import annotations
 
-from . import cpu, reference
+from . import cpu, numba_backend, reference
 
 NAMES = ("cpu", "cuda", "numba", "torch")
-
-# (task, method) pairs each native backend implements; the reference implements all
-_SUPPORTS = {
-    "cpu": {("sample", "em")},
-    "cuda": set(),
-    "numba": set(),
-}
-
-
-def _numba_info() -> dict:
-    try:
-        import numba
-    except ImportError as exc:  # numba is an optional extra
-        return {"available": False, "compiled": False, "detail": f"numba not installed ({exc})"}
-    return {"available": False, "compiled": False, "detail": f"numba {numba.__version__}: no kernels yet"}
+_MODULES = {"cpu": cpu, "numba": numba_backend, "torch": reference}
 
 
 def backends() -> dict:
@@ -32,9 +18,14 @@ def backends() -> dict:
     return {
         "cpu": cpu.info(),
         "cuda": cpu.cuda_info(),
-        "numba": _numba_info(),
+        "numba": numba_backend.info(),
         "torch": {"available": True, "compiled": False, "detail": "reference (PyTorch)"},
     }
+
+
+def _supports(name: str, task: str, method: str) -> bool:
+    """Whether a native backend implements (task, method); the reference implements all."""
+    return name in _MODULES and (task, method) in _MODULES[name].SUPPORTS
 
 
 def resolve(backend: str, task: str, method: str) -> str:
@@ -46,12 +37,12 @@ def resolve(backend: str, task: str, method: str) -> str:
     info = backends()
     if backend == "auto":
         for name in ("cuda", "cpu", "numba"):
-            if info[name]["available"] and (task, method) in _SUPPORTS[name]:
+            if info[name]["available"] and _supports(name, task, method):
                 return name
         return "torch"
     if not info[backend]["available"]:
         raise RuntimeError(f"backend {backend!r} is not available here: {info[backend]['detail']}")
-    if (task, method) not in _SUPPORTS[backend]:
+    if not _supports(backend, task, method):
         raise ValueError(
             f"{task} method {method!r} is not implemented on backend {backend!r}; "
             "use backend='torch' (the reference) or backend='auto'"
@@ -61,4 +52,4 @@ def resolve(backend: str, task: str, method: str) -> str:
 
 def select(backend: str, task: str, method: str):
     """The module that runs (task, method) on `backend` (see ``resolve``)."""
-    return {"cpu": cpu, "torch": reference}[resolve(backend, task, method)]
+    return _MODULES[resolve(backend, task, method)]

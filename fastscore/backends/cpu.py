@@ -15,6 +15,9 @@ except ImportError as exc:  # a source checkout without a build, or a broken bui
     _IMPORT_ERROR = str(exc)
 
 
+SUPPORTS = {("sample", "em")}  # (task, method) pairs with a fused kernel
+
+
 def info() -> dict:
     if _core is None:
         return {"available": False, "compiled": False,

@@ -156,9 +156,10 @@ _TABLEAUX = {  # explicit Runge–Kutta: (nodes c, weights b, matrix a) — fixe
 }
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> torch.Tensor:
-    """log p_eps(x) [n] in nats: integrate [x, delta] from eps to T along the probability
-    flow, then log p = log p_T(x_T) + delta(T) (seed 000's ``likelihood_ode``)."""
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p_eps(x) [n] in nats, network evaluations per sample [n]): integrate [x, delta]
+    from eps to T along the probability flow, then log p = log p_T(x_T) + delta(T) (seed
+    000's ``likelihood_ode``)."""
     dtype, device = _model_dtype_device(model)
     x = x.to(dtype=dtype, device=device)
     probe = None
@@ -180,12 +181,14 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> torch.Tenso
             kd.append(vd)
         x = x + h * sum(bi * ki for bi, ki in zip(b, kx))
         delta = delta + h * sum(bi * ki for bi, ki in zip(b, kd))
-    return sde.prior_log_prob(x) + delta
+    nfe = torch.full((x.shape[0],), plan.steps * len(c), dtype=torch.int64)
+    return sde.prior_log_prob(x) + delta, nfe
 
 
 def _log_prob_scipy(model, sde, x, plan, probe):
     """Adaptive RK45 with scipy on the whole batch as one system, exactly seed 000's way
-    (one step size for the batch, error measured over every sample at once)."""
+    (one step size for the batch, error measured over every sample at once, so every
+    sample reports the batch's evaluation count)."""
     n, dim = x.shape
     dtype, device = x.dtype, x.device
 
@@ -199,4 +202,5 @@ def _log_prob_scipy(model, sde, x, plan, probe):
     if not sol.success:
         raise RuntimeError(f"scipy RK45 failed: {sol.message}")
     y = torch.from_numpy(sol.y[:, -1]).to(dtype).to(device)
-    return sde.prior_log_prob(y[: n * dim].reshape(n, dim)) + y[n * dim :]
+    nfe = torch.full((n,), sol.nfev, dtype=torch.int64)
+    return sde.prior_log_prob(y[: n * dim].reshape(n, dim)) + y[n * dim :], nfe
