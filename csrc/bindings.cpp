@@ -139,21 +139,24 @@ PYBIND11_MODULE(_core, mod) {
       py::arg("t"));
 
   mod.def(
-      "sample_em",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int64_t n, int steps, double eps,
-         uint64_t seed, int64_t start) {
+      "sample",
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int method, int64_t n, int steps, double eps,
+         uint64_t seed, int64_t start, double snr, int corrector_steps, bool denoise) {
         const MlpLayout L = to_layout(layout, weights);
-        if (n < 0 || steps < 1) throw std::invalid_argument("n >= 0 and steps >= 1 required");
+        if (n < 0 || steps < 1 || method < kEM || method > kOdeHeun || corrector_steps < 0)
+          throw std::invalid_argument("n >= 0, steps >= 1, a known method and corrector_steps >= 0 required");
         const SdeParams s = to_sde(sde);
+        const SampleSpec spec{method, steps, eps, seed, start, snr, corrector_steps, denoise};
         F32 out = new_rows(n, L.dim);
         const float* w = weights.data();
         float* op = out.mutable_data();
         {
           py::gil_scoped_release nogil;
-          cpu::sample_em(L, w, s, n, steps, eps, seed, start, op);
+          cpu::sample(L, w, s, spec, n, op);
         }
         return out;
       },
-      "fused reverse-SDE Euler-Maruyama sampler: [n, dim]", py::arg("weights"), py::arg("layout"), py::arg("sde"),
-      py::arg("n"), py::arg("steps"), py::arg("eps"), py::arg("seed"), py::arg("start"));
+      "fused sampler (method: 0 em, 1 pc, 2 ode_euler, 3 ode_heun): [n, dim]", py::arg("weights"),
+      py::arg("layout"), py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"),
+      py::arg("seed"), py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"));
 }

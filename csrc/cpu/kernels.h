@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "fastscore/mlp.h"
+#include "fastscore/samplers.h"
 #include "fastscore/sde.h"
 
 namespace fastscore {
@@ -15,10 +16,10 @@ constexpr int kMaxDim = 64;
 // s_theta(x, t) for x [n, dim] at one time t -> out [n, dim] (the tiled forward pass alone)
 void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, float* out);
 
-// Reverse-SDE Euler–Maruyama from the prior at T to eps in `steps` steps. Sample j of the
-// output is sample index start + j of the random stream. out [n, dim]
-void sample_em(const MlpLayout& L, const float* weights, const SdeParams& sde, int64_t n, int steps,
-               double eps, uint64_t seed, int64_t start, float* out);
+// n samples by spec.method from the prior at T down to eps. Sample j of the output is
+// sample index spec.start + j of the random stream. out [n, dim]
+void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
+            float* out);
 
 int max_threads();
 

@@ -15,7 +15,8 @@ except ImportError as exc:  # a source checkout without a build, or a broken bui
     _IMPORT_ERROR = str(exc)
 
 
-SUPPORTS = {("sample", "em")}  # (task, method) pairs with a fused kernel
+METHOD_CODES = {"em": 0, "pc": 1, "ode_euler": 2, "ode_heun": 3}  # fastscore::SampleMethod
+SUPPORTS = {("sample", m) for m in METHOD_CODES}  # (task, method) pairs with a fused kernel
 
 
 def info() -> dict:
@@ -51,5 +52,6 @@ def check_dim(p: PackedModel) -> None:
 def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
     p = pack(model)
     check_dim(p)
-    out = _core.sample_em(p.weights, layout(p), sde_tuple(sde), plan.n, plan.steps, plan.eps, plan.seed, plan.start)
+    out = _core.sample(p.weights, layout(p), sde_tuple(sde), METHOD_CODES[plan.method], plan.n, plan.steps, plan.eps,
+                       plan.seed, plan.start, plan.snr, plan.corrector_steps, plan.denoise)
     return torch.from_numpy(out)

@@ -51,22 +51,30 @@ FS_HD const float* hidden_weight(const MlpLayout& L, const MlpWeights& m, int l)
   return m.hidden + (size_t)(l - 1) * ((size_t)L.width * L.width + L.width);
 }
 
+// phi [E] = time features at t: t itself (concat) or sin, cos of 2 pi t w_f (Fourier)
+FS_HD void time_features(const MlpLayout& L, const MlpWeights& m, double t, double* phi) {
+  if (L.time_embedding == kConcat) {
+    phi[0] = t;
+    return;
+  }
+  for (int f = 0; f < L.n_freqs; ++f) {
+    const double proj = 2.0 * 3.14159265358979323846 * t * (double)m.freqs[f];
+    phi[f] = sin(proj);
+    phi[L.n_freqs + f] = cos(proj);
+  }
+}
+
 // c[j] = b0[j] + sum_e W0[j, dim + e] phi_e(t). The time features enter the first layer
 // linearly, so this is one vector per time value, shared by every sample at that time;
 // kernels compute it once per step (or stage), in double, and round once.
-FS_HD void time_bias(const MlpLayout& L, const MlpWeights& m, double t, float* c) {
-  const int in = L.dim + embed_dim(L);
+// phi: scratch [E].
+FS_HD void time_bias(const MlpLayout& L, const MlpWeights& m, double t, double* phi, float* c) {
+  const int in = L.dim + embed_dim(L), E = embed_dim(L);
+  time_features(L, m, t, phi);
   for (int j = 0; j < L.width; ++j) {
     const float* row = m.W0 + (size_t)j * in + L.dim;
     double acc = m.b0[j];
-    if (L.time_embedding == kConcat) {
-      acc += (double)row[0] * t;
-    } else {
-      for (int f = 0; f < L.n_freqs; ++f) {
-        const double proj = 2.0 * 3.14159265358979323846 * t * (double)m.freqs[f];
-        acc += (double)row[f] * sin(proj) + (double)row[L.n_freqs + f] * cos(proj);
-      }
-    }
+    for (int e = 0; e < E; ++e) acc += (double)row[e] * phi[e];
     c[j] = (float)acc;
   }
 }
