@@ -159,4 +159,30 @@ PYBIND11_MODULE(_core, mod) {
       "fused sampler (method: 0 em, 1 pc, 2 ode_euler, 3 ode_heun): [n, dim]", py::arg("weights"),
       py::arg("layout"), py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"),
       py::arg("seed"), py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"));
+
+  mod.def(
+      "log_prob",
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
+         double rtol, double atol, bool hutchinson, uint64_t seed) {
+        const MlpLayout L = to_layout(layout, weights);
+        if (x.ndim() != 2 || x.shape(1) != L.dim) throw std::invalid_argument("x must be [n, dim]");
+        if (steps < 1 || method < kLpEuler || method > kLpRk45) throw std::invalid_argument("bad method or steps");
+        const SdeParams s = to_sde(sde);
+        const LogProbSpec spec{method, steps, eps, rtol, atol, hutchinson, seed};
+        const int64_t n = x.shape(0);
+        F64 logp(n);
+        py::array_t<int64_t> nfe(n);
+        const float *w = weights.data(), *xp = x.data();
+        double* lp = logp.mutable_data();
+        int64_t* np_ = nfe.mutable_data();
+        int64_t failed;
+        {
+          py::gil_scoped_release nogil;
+          failed = cpu::log_prob(L, w, s, spec, xp, n, lp, np_);
+        }
+        return py::make_tuple(logp, nfe, failed);
+      },
+      "(log p [n], nfe [n], failed) by the probability-flow ODE (method: 0 euler, 1 heun, 2 rk4, 3 rk45)",
+      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("method"), py::arg("steps"),
+      py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"));
 }

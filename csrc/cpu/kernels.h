@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "fastscore/mlp.h"
+#include "fastscore/ode.h"
 #include "fastscore/samplers.h"
 #include "fastscore/sde.h"
 
@@ -20,6 +21,12 @@ void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t 
 // sample index spec.start + j of the random stream. out [n, dim]
 void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
             float* out);
+
+// log p_eps(x) [n] in nats by the augmented probability-flow ODE (ode.h), with the exact
+// trace or Hutchinson's; nfe [n] network evaluations per sample. x [n, dim]. Returns the
+// number of samples whose rk45 solve gave up.
+int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+                 const float* x, int64_t n, double* logp, int64_t* nfe);
 
 int max_threads();
 

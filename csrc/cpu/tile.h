@@ -39,5 +39,14 @@ inline void fill_normals(uint64_t seed, int64_t index0, uint32_t step, uint32_t 
   }
 }
 
+// v [dim] lanes <- Rademacher probes of samples index0 + lane (stream kStreamProbe, step 0)
+inline void fill_rademacher(uint64_t seed, int64_t index0, int dim, Lanes* v) {
+  float buf[kMaxDim];
+  for (int l = 0; l < kTile; ++l) {
+    draw_rademacher<float>(seed, (uint32_t)(index0 + l), 0, dim, buf);
+    for (int d = 0; d < dim; ++d) v[d][l] = buf[d];
+  }
+}
+
 }  // namespace cpu
 }  // namespace fastscore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..nn import PackedModel, pack
-from ..plan import SamplePlan
+from ..plan import LogProbPlan, SamplePlan
 from ..sde import SDE
 
 try:
@@ -16,7 +16,9 @@ except ImportError as exc:  # a source checkout without a build, or a broken bui
 
 
 METHOD_CODES = {"em": 0, "pc": 1, "ode_euler": 2, "ode_heun": 3}  # fastscore::SampleMethod
-SUPPORTS = {("sample", m) for m in METHOD_CODES}  # (task, method) pairs with a fused kernel
+LOG_PROB_CODES = {"euler": 0, "heun": 1, "rk4": 2, "rk45": 3}  # fastscore::LogProbMethod
+# (task, method) pairs with a fused kernel
+SUPPORTS = {("sample", m) for m in METHOD_CODES} | {("log_prob", m) for m in LOG_PROB_CODES}
 
 
 def info() -> dict:
@@ -55,3 +57,16 @@ def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
     out = _core.sample(p.weights, layout(p), sde_tuple(sde), METHOD_CODES[plan.method], plan.n, plan.steps, plan.eps,
                        plan.seed, plan.start, plan.snr, plan.corrector_steps, plan.denoise)
     return torch.from_numpy(out)
+
+
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    p = pack(model)
+    check_dim(p)
+    xs = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    logp, nfe, failed = _core.log_prob(p.weights, layout(p), sde_tuple(sde), xs, LOG_PROB_CODES[plan.method],
+                                       plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson",
+                                       plan.seed)
+    if failed:
+        raise RuntimeError(f"rk45 gave up on {failed} of {len(xs)} samples (too many steps); loosen rtol/atol "
+                           "or use a fixed-step method")
+    return torch.from_numpy(logp), torch.from_numpy(nfe)

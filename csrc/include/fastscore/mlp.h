@@ -84,14 +84,15 @@ FS_HD double output_scale(const MlpLayout& L, double t) {
   return L.std_kind < 0 ? 1.0 : 1.0 / marginal_std(L.std_sde, t);
 }
 
-// z[j] = b[j] + sum_k W[j * ld + k] x[k] for j < n_out, every lane at once. J rows go
-// together so each input lane value loaded feeds J independent FMA chains.
+// z[j] = b[j] + sum_k W[j * ld + k] x[k] for j < n_out, every lane at once (b == nullptr:
+// no bias, for tangents). J rows go together so each input lane value loaded feeds J
+// independent FMA chains.
 template <int J, class V>
 FS_HD void dense(const float* W, int ld, const float* b, int n_in, int n_out, const V* x, V* z) {
   int j = 0;
   for (; j + J <= n_out; j += J) {
     V acc[J];
-    for (int r = 0; r < J; ++r) acc[r] = splat<V>(b[j + r]);
+    for (int r = 0; r < J; ++r) acc[r] = splat<V>(b ? b[j + r] : 0.0f);
     for (int k = 0; k < n_in; ++k) {
       const V xk = x[k];
       for (int r = 0; r < J; ++r) acc[r] += W[(size_t)(j + r) * ld + k] * xk;
@@ -99,7 +100,7 @@ FS_HD void dense(const float* W, int ld, const float* b, int n_in, int n_out, co
     for (int r = 0; r < J; ++r) z[j + r] = acc[r];
   }
   for (; j < n_out; ++j) {
-    V acc = splat<V>(b[j]);
+    V acc = splat<V>(b ? b[j] : 0.0f);
     for (int k = 0; k < n_in; ++k) acc += W[(size_t)j * ld + k] * x[k];
     z[j] = acc;
   }
@@ -127,6 +128,34 @@ FS_HD V activation(int kind, V x) {
   }
 }
 
+// act(x) and act'(x) together (forward-mode tangents need both)
+template <class V>
+FS_HD V activation_and_slope(int kind, V x, V* slope) {
+  using M = LaneMath<V>;
+  const V zero{}, one = splat<V>(1.0f);
+  switch (kind) {
+    case kTanh: {
+      const V r = activation(kTanh, x);
+      *slope = one - r * r;
+      return r;
+    }
+    case kSiLU: {
+      const V sig = one / (one + M::exp(-x));
+      *slope = sig * (one + x * (one - sig));
+      return x * sig;
+    }
+    case kLeakyReLU:
+      *slope = x > 0.0f ? one : splat<V>(kLeakySlope);
+      return x > 0.0f ? x : kLeakySlope * x;
+    case kSoftplus:
+      *slope = one / (one + M::exp(-x));
+      return activation(kSoftplus, x);
+    default:
+      *slope = x > 0.0f ? one : zero;
+      return x > 0.0f ? x : zero;
+  }
+}
+
 template <class V>
 FS_HD void activate(int kind, V* z, int n) {
   for (int j = 0; j < n; ++j) z[j] = activation(kind, z[j]);
@@ -148,6 +177,44 @@ FS_HD void mlp_forward(const MlpLayout& L, const MlpWeights& m, const float* c, 
     h1 = tmp;
   }
   dense<J>(m.Wout, L.width, m.bout, L.width, L.dim, h0, out);
+  for (int d = 0; d < L.dim; ++d) out[d] = out[d] * scale;
+}
+
+// Buffers of mlp_forward_tangents, each a lane array: h, z [width]; dh, dz [nt * width].
+template <class V>
+struct TangentBuffers {
+  V *h, *z, *dh, *dz;
+};
+
+// Forward-mode tangents: out [dim] = s_theta(x, t) and tr = sum_i dir_i . (ds/dx) dir_i for
+// nt input directions dirs [nt * dim] (the unit vectors: the exact trace; one Rademacher
+// probe: Hutchinson's estimate). Tangents go through the same weights as the values, times
+// act'(z) per layer: about (1 + nt) forward passes, no autograd, no noise when exact.
+// Each lane carries its own time: xin [dim + E] holds x then the time features phi(t), so
+// the first layer takes them as ordinary inputs; scale = output_scale(t) per lane.
+template <int J, class V>
+FS_HD void mlp_forward_tangents(const MlpLayout& L, const MlpWeights& m, const V* xin, V scale, int nt,
+                                const V* dirs, V* out, V* tr, TangentBuffers<V> b) {
+  const int in0 = L.dim + embed_dim(L), w = L.width;
+  dense<J>(m.W0, in0, m.b0, in0, w, xin, b.z);
+  for (int i = 0; i < nt; ++i) dense<J>(m.W0, in0, (const float*)nullptr, L.dim, w, dirs + i * L.dim, b.dz + i * w);
+  for (int l = 1; l <= L.depth; ++l) {
+    for (int j = 0; j < w; ++j) {
+      V slope;
+      b.h[j] = activation_and_slope(L.activation, b.z[j], &slope);
+      for (int i = 0; i < nt; ++i) b.dh[i * w + j] = slope * b.dz[i * w + j];
+    }
+    const bool last = l == L.depth;
+    const float* W = last ? m.Wout : hidden_weight(L, m, l);
+    const float* bias = last ? m.bout : W + (size_t)w * w;
+    const int n_out = last ? L.dim : w;
+    dense<J>(W, w, bias, w, n_out, b.h, last ? out : b.z);
+    for (int i = 0; i < nt; ++i) dense<J>(W, w, (const float*)nullptr, w, n_out, b.dh + i * w, b.dz + i * w);
+  }
+  V acc{};
+  for (int i = 0; i < nt; ++i)
+    for (int d = 0; d < L.dim; ++d) acc += dirs[i * L.dim + d] * b.dz[i * w + d];
+  *tr = acc * scale;
   for (int d = 0; d < L.dim; ++d) out[d] = out[d] * scale;
 }
 
