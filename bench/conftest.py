@@ -1,0 +1,95 @@
+"""Shared fixtures of the benchmark suites: the measured FMA peak and the machine.
+
+Every benchmark records its throughput next to the peak measured in the same session
+(``fastscore._core.fma_peak_gflops``, median of 5), so a result reads as "% of what this
+machine's FMA units can do" and is comparable across machines. The peak and a machine
+description also go into the JSON's ``machine_info`` (hook below), where ``render.py``
+reads them for the report header.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+
+import pytest
+import torch
+
+import fastscore
+from fastscore import _core
+
+PEAK_REPEATS = 5
+_cache: dict = {}
+
+
+def measure_peak() -> dict:
+    """Median of PEAK_REPEATS runs of the FMA loop over all OpenMP threads (GFLOP/s), cached."""
+    if "peak" not in _cache:
+        runs = [_core.fma_peak_gflops() for _ in range(PEAK_REPEATS)]
+        _cache["peak"] = {"gflops": statistics.median(runs), "runs": runs}
+    return _cache["peak"]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe_machine() -> dict:
+    if "machine" not in _cache:
+        build = dict(_core.build_info())
+        _cache["machine"] = {
+            "cpu_model": cpu_model(),
+            "cores": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "build_info": build,
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "fastscore": fastscore.__version__,
+        }
+    return _cache["machine"]
+
+
+@pytest.fixture(scope="session")
+def fma_peak() -> float:
+    """Measured FP32 FMA peak of this machine, GFLOP/s (all OpenMP threads)."""
+    return measure_peak()["gflops"]
+
+
+@pytest.fixture(scope="session")
+def machine() -> dict:
+    return describe_machine()
+
+
+@pytest.fixture
+def record(benchmark, fma_peak, machine):
+    """Puts the peak and machine into the benchmark's extra_info; returns a function that,
+    after the timing, adds the case's sizes and its throughput (from the median round)."""
+    benchmark.extra_info["peak_gflops"] = fma_peak
+    benchmark.extra_info["cpu_model"] = machine["cpu_model"]
+    benchmark.extra_info["threads"] = machine["build_info"]["openmp_threads"]
+
+    def done(*, backend: str, n: int, width: int, steps: int, flops_per_eval: int) -> float:
+        median = benchmark.stats.stats.median
+        flops = n * steps * flops_per_eval
+        gflops = flops / median / 1e9
+        benchmark.extra_info.update(
+            backend=backend, n=n, width=width, steps=steps, flops_per_eval=flops_per_eval,
+            flops=flops, median_s=median, gflops=gflops, pct_peak=100.0 * gflops / fma_peak,
+        )
+        return gflops
+
+    return done
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add the CPU model, core count, build and the measured peak to the JSON's machine_info."""
+    machine_info["fastscore"] = describe_machine()
+    machine_info["fastscore"]["fma_peak"] = measure_peak()

@@ -1,0 +1,188 @@
+"""Render a pytest-benchmark JSON of bench/test_bench_em.py as a markdown table and a plot.
+
+    python bench/render.py bench/results/em_cpu.json
+
+writes em_cpu.md and em_cpu.png next to the JSON (or under --out-dir). Speed-ups compare
+throughput per sample-step (GFLOP/s), measured in the same run, so cases whose step counts
+differ between backends still compare fairly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+BACKEND_ORDER = ("torch", "seed", "cpu", "numba", "cuda")
+LABELS = {
+    "torch": 'reference (backend="torch")',
+    "seed": "seed-002 loop",
+    "cpu": 'fused C++ (backend="cpu")',
+}
+NOISY_SPREAD = 0.10  # (max - min) / median above this is flagged as noisy
+
+
+def load(path: Path) -> tuple[dict, list[dict]]:
+    data = json.loads(path.read_text())
+    rows = []
+    for b in data["benchmarks"]:
+        e, s = b["extra_info"], b["stats"]
+        if "gflops" not in e:  # a benchmark of another suite, or one that failed before recording
+            continue
+        rows.append({
+            "name": b["name"], "backend": e["backend"], "n": e["n"], "width": e["width"], "steps": e["steps"],
+            "flops": e["flops"], "median": s["median"], "min": s["min"], "max": s["max"],
+            "iqr": s["iqr"], "rounds": s["rounds"], "gflops": e["gflops"], "pct_peak": e["pct_peak"],
+            "peak": e["peak_gflops"], "load": (e.get("loadavg_before"), e.get("loadavg_after")),
+        })
+    return data, rows
+
+
+def fmt_time(t: float) -> str:
+    return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def fmt_speedup(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+
+
+def header(data: dict, rows: list[dict]) -> list[str]:
+    mi = data.get("machine_info", {})
+    fsi = mi.get("fastscore", {})
+    build = fsi.get("build_info", {})
+    peak = fsi.get("fma_peak", {})
+    peak_gflops = peak.get("gflops", rows[0]["peak"] if rows else float("nan"))
+    runs = ", ".join(f"{r:.0f}" for r in peak.get("runs", []))
+    lines = [
+        "# fastscore: Euler–Maruyama sampler throughput (CPU)",
+        "",
+        f"- date: {data.get('datetime', '?')}",
+        f"- machine: {fsi.get('cpu_model', mi.get('cpu', {}).get('brand_raw', '?'))}, "
+        f"{fsi.get('cores', '?')} cores; python {mi.get('python_version', '?')}, torch {fsi.get('torch', '?')} "
+        f"({fsi.get('torch_threads', '?')} threads)",
+        f"- fastscore build: {build.get('isa', '?')}, {build.get('openmp_threads', '?')} OpenMP threads, "
+        f"tile {build.get('tile', '?')}",
+        f"- measured FP32 FMA peak: **{peak_gflops:.0f} GFLOP/s** (median of {runs or '?'})",
+        "- network: ScoreMLP dim 2, depth 5, concat time, ReLU (width 64 = seed 002's basic_net, "
+        "33,408 FLOP/eval); VP SDE beta 0.1..20",
+        "- GFLOP/s = n x steps x flops_per_eval / median round; speed-ups are ratios of GFLOP/s "
+        "(time per sample-step) within this run",
+    ]
+    commit = data.get("commit_info", {})
+    if commit.get("id"):
+        lines.append(f"- commit: {commit['id'][:12]}{' (dirty tree)' if commit.get('dirty') else ''}")
+    return lines
+
+
+def table(rows: list[dict]) -> list[str]:
+    by_case = {(r["backend"], r["n"], r["width"]): r for r in rows}
+    out = [
+        "| backend | n | width | steps | median | GFLOP/s | % of peak | vs reference | vs seed loop | spread |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    key = lambda r: (r["width"], r["n"], BACKEND_ORDER.index(r["backend"]) if r["backend"] in BACKEND_ORDER else 99)
+    for r in sorted(rows, key=key):
+        ref = by_case.get(("torch", r["n"], r["width"]))
+        seed = by_case.get(("seed", r["n"], r["width"]))
+        spread = (r["max"] - r["min"]) / r["median"]
+        flag = " ⚠" if spread > NOISY_SPREAD else ""
+        out.append(
+            f"| {r['backend']} | {r['n']:,} | {r['width']} | {r['steps']:,} | {fmt_time(r['median'])} | "
+            f"{r['gflops']:.1f} | {r['pct_peak']:.1f}% | "
+            f"{fmt_speedup(r['gflops'] / ref['gflops'] if ref else None)} | "
+            f"{fmt_speedup(r['gflops'] / seed['gflops'] if seed else None)} | {100 * spread:.0f}%{flag} |"
+        )
+    return out
+
+
+def summary(rows: list[dict]) -> list[str]:
+    cpu = [r for r in rows if r["backend"] == "cpu"]
+    if not cpu:
+        return []
+    best = max(cpu, key=lambda r: r["gflops"])
+    seed64 = [r for r in cpu if r["width"] == 64]
+    lines = ["", "## Summary", ""]
+    lines.append(f"- best fused CPU case: {best['gflops']:.0f} GFLOP/s = {best['pct_peak']:.0f}% of peak "
+                 f"(n {best['n']:,}, width {best['width']})")
+    if seed64:
+        lines.append("- seed-002 network (width 64), % of peak by n: "
+                     + ", ".join(f"n {r['n']:,}: {r['pct_peak']:.0f}%" for r in sorted(seed64, key=lambda r: r["n"])))
+    ratios = []
+    by_case = {(r["backend"], r["n"], r["width"]): r for r in rows}
+    for r in cpu:
+        ref = by_case.get(("torch", r["n"], r["width"]))
+        if ref:
+            ratios.append(r["gflops"] / ref["gflops"])
+    if ratios:
+        geo = math.exp(statistics.fmean(math.log(x) for x in ratios))
+        lines.append(f"- speed-up of cpu over the reference: {min(ratios):.1f}x to {max(ratios):.0f}x "
+                     f"(geometric mean {geo:.1f}x)")
+    noisy = [r["name"] for r in rows if (r["max"] - r["min"]) / r["median"] > NOISY_SPREAD]
+    if noisy:
+        lines.append(f"- ⚠ spread (max - min of the rounds) over {NOISY_SPREAD:.0%} of the median: "
+                     + ", ".join(noisy))
+    return lines
+
+
+def plot(rows: list[dict], peak: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    widths = sorted({r["width"] for r in rows})
+    backends = [b for b in BACKEND_ORDER if any(r["backend"] == b for r in rows)]
+    fig, axes = plt.subplots(1, len(widths), figsize=(3.6 * len(widths), 3.8), sharey=True, squeeze=False)
+    colors = {"torch": "tab:blue", "seed": "tab:orange", "cpu": "tab:green", "numba": "tab:purple", "cuda": "tab:red"}
+    markers = {"torch": "o", "seed": "s", "cpu": "D", "numba": "^", "cuda": "v"}
+    ymin = min(r["gflops"] for r in rows)
+    for ax, w in zip(axes[0], widths):
+        for b in backends:
+            pts = sorted((r["n"], r["gflops"]) for r in rows if r["backend"] == b and r["width"] == w)
+            if pts:
+                ax.plot(*zip(*pts), marker=markers.get(b, "o"), color=colors.get(b), label=LABELS.get(b, b))
+        ax.axhline(peak, color="black", linestyle="--", linewidth=1, label=f"FMA peak ({peak:.0f})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({r["n"] for r in rows}))
+        ax.set_xticklabels([f"{n:,}" for n in sorted({r["n"] for r in rows})])
+        ax.set_ylim(max(ymin / 2, 0.1), peak * 1.6)
+        ax.set_title(f"width {w}" + (" (seed 002)" if w == 64 else ""))
+        ax.set_xlabel("batch n")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("GFLOP/s (log)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    ncol = len(labels) if len(widths) >= 3 else 2
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+    fig.suptitle("Euler–Maruyama sampling throughput, ScoreMLP depth 5, dim 2")
+    fig.tight_layout(rect=(0, 0.08 if ncol == len(labels) else 0.14, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json", type=Path, help="pytest-benchmark JSON (--benchmark-json=...)")
+    ap.add_argument("--out-dir", type=Path, default=None, help="where to write .md and .png (default: beside the JSON)")
+    args = ap.parse_args(argv)
+    data, rows = load(args.json)
+    if not rows:
+        raise SystemExit(f"{args.json}: no benchmarks with recorded throughput")
+    out_dir = args.out_dir or args.json.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, png = out_dir / f"{args.json.stem}.md", out_dir / f"{args.json.stem}.png"
+    peak = data.get("machine_info", {}).get("fastscore", {}).get("fma_peak", {}).get("gflops", rows[0]["peak"])
+    lines = header(data, rows) + ["", f"![throughput]({png.name})", ""] + table(rows) + summary(rows)
+    lines += ["", "Columns: see bench/README.md. spread = (slowest - fastest round) / median; "
+              f"⚠ marks spread > {NOISY_SPREAD:.0%}.", ""]
+    md.write_text("\n".join(lines))
+    plot(rows, peak, png)
+    print(f"wrote {md} and {png}")
+
+
+if __name__ == "__main__":
+    main()
