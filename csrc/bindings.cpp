@@ -161,6 +161,25 @@ PYBIND11_MODULE(_core, mod) {
       py::arg("seed"), py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"));
 
   mod.def(
+      "score_trace",
+      [](F32 weights, const LayoutTuple& layout, F32 x, double t, bool hutchinson, uint64_t seed) {
+        const MlpLayout L = to_layout(layout, weights);
+        if (x.ndim() != 2 || x.shape(1) != L.dim) throw std::invalid_argument("x must be [n, dim]");
+        const int64_t n = x.shape(0);
+        F32 s = new_rows(n, L.dim);
+        F32 tr(n);
+        const float *w = weights.data(), *xp = x.data();
+        float *sp = s.mutable_data(), *tp = tr.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          cpu::score_trace(L, w, xp, n, t, hutchinson, seed, sp, tp);
+        }
+        return py::make_tuple(s, tr);
+      },
+      "(s_theta(x, t) [n, dim], tr ds/dx [n]) by forward-mode tangents (Hutchinson: probes of `seed`)",
+      py::arg("weights"), py::arg("layout"), py::arg("x"), py::arg("t"), py::arg("hutchinson"), py::arg("seed"));
+
+  mod.def(
       "log_prob",
       [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
          double rtol, double atol, bool hutchinson, uint64_t seed) {

@@ -22,6 +22,11 @@ void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t 
 void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
             float* out);
 
+// s_theta(x, t) [n, dim] and tr ds/dx [n] (exact, or Hutchinson's with the probes of
+// `seed`) by forward-mode tangents: the likelihood kernel's evaluation alone
+void score_trace(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, bool hutchinson,
+                 uint64_t seed, float* s, float* tr);
+
 // log p_eps(x) [n] in nats by the augmented probability-flow ODE (ode.h), with the exact
 // trace or Hutchinson's; nfe [n] network evaluations per sample. x [n, dim]. Returns the
 // number of samples whose rk45 solve gave up.

@@ -29,6 +29,27 @@ struct LpWorkspace {
   std::vector<double> phi;
 };
 
+// the input tangent directions of a tile: unit vectors (exact trace) or probes (Hutchinson)
+void set_directions(int D, bool hutchinson, uint64_t seed, int64_t index0, LpWorkspace& w) {
+  if (hutchinson) {
+    fill_rademacher(seed, index0, D, w.dirs.data());
+    return;
+  }
+  for (int i = 0; i < D; ++i)
+    for (int d = 0; d < D; ++d) w.dirs[i * D + d] = splat<Lanes>(i == d ? 1.0f : 0.0f);
+}
+
+// s [dim] and tr at one time t for every lane (xin's time features filled here)
+void score_and_trace(const MlpLayout& L, const MlpWeights& m, int nt, double t, const Lanes* x, Lanes* s, Lanes* tr,
+                     LpWorkspace& w) {
+  const int D = L.dim, E = embed_dim(L);
+  time_features(L, m, t, w.phi.data());
+  for (int e = 0; e < E; ++e) w.xin[D + e] = splat<Lanes>((float)w.phi[e]);
+  for (int d = 0; d < D; ++d) w.xin[d] = x[d];
+  mlp_forward_tangents<kRows>(L, m, w.xin.data(), splat<Lanes>((float)output_scale(L, t)), nt, w.dirs.data(), s, tr,
+                              TangentBuffers<Lanes>{w.h.data(), w.z.data(), w.dh.data(), w.dz.data()});
+}
+
 // k [dim + 1] = augmented velocity at y [dim + 1], lane l at time t[l]:
 // dx/dt = f x - 1/2 g^2 s,  d delta/dt = dim f - 1/2 g^2 tr(ds/dx).
 void velocity(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, int nt, const double* t, const Lanes* y,
@@ -179,6 +200,28 @@ int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde
 
 }  // namespace
 
+void score_trace(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, bool hutchinson,
+                 uint64_t seed, float* s, float* tr) {
+  const MlpWeights m = mlp_weights(L, weights);
+  const int D = L.dim, nt = hutchinson ? 1 : D;
+  const int64_t n_tiles = (n + kTile - 1) / kTile;
+#pragma omp parallel
+  {
+    LpWorkspace w(L, nt);
+#pragma omp for schedule(static)
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      const int64_t first = tile * kTile;
+      const int count = tile_count(first, n);
+      load_tile(x + first * D, D, count, w.y.data());
+      set_directions(D, hutchinson, seed, first, w);
+      Lanes trl;
+      score_and_trace(L, m, nt, t, w.y.data(), w.y5.data(), &trl, w);
+      store_tile(w.y5.data(), D, count, s + first * D);
+      store_tile(&trl, 1, count, tr + first);
+    }
+  }
+}
+
 int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& p, const float* x,
                  int64_t n, double* logp, int64_t* nfe) {
   const MlpWeights m = mlp_weights(L, weights);
@@ -196,12 +239,7 @@ int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde,
       load_tile(x + first * D, D, count, w.y.data());
       w.y[D] = Lanes{};
       w.comp[0] = Lanes{};
-      if (p.hutchinson) {
-        fill_rademacher(p.seed, first, D, w.dirs.data());
-      } else {
-        for (int i = 0; i < D; ++i)
-          for (int d = 0; d < D; ++d) w.dirs[i * D + d] = splat<Lanes>(i == d ? 1.0f : 0.0f);
-      }
+      set_directions(D, p.hutchinson, p.seed, first, w);
       int64_t tile_nfe[kTile];
       if (p.method == kLpRk45)
         failed += adaptive_steps(L, m, sde, p, nt, count, w, tile_nfe);
