@@ -8,10 +8,10 @@ Algorithms*, ch. 3) evaluated along the float64 reference trajectory:
   h pass through |W|; activations are 1-Lipschitz (SiLU 1.1) and the transcendental ones
   (tanh, SiLU, softplus through expf/expm1f/log1pf) add at most TRANSCENDENTAL_ULPS u of
   their input/output size;
-* one sampler update x + a x + b s + c z sums four rounded terms: gamma_4 of their sizes,
-  plus |b| times the score's error;
-* errors carried from earlier steps are multiplied by the step's Jacobian
-  (1 + a) I + b ds/dx, whose spectral norm is computed exactly with autograd.
+* one sampler step combines a few rounded terms (gamma_8 of their sizes), plus each
+  network evaluation's error times the step's sensitivity to that evaluation;
+* errors carried from earlier steps are multiplied by the step's Jacobian, computed
+  exactly with autograd through the reference's own step function.
 
 The result is a per-sample bound on |x_kernel - x_reference|: rigorous to first order,
 typically 10-100x above the observed error, and orders of magnitude below what an
@@ -23,12 +23,15 @@ from __future__ import annotations
 import torch
 
 from fastscore import ScoreMLP, SDE
-from fastscore.backends.reference import em_step
+from fastscore.backends.reference import em_step, ode_euler_step, ode_heun_step, pc_step, tweedie
 from fastscore.plan import SamplePlan
 
 U = 2.0**-24
 TRANSCENDENTAL_ULPS = 8  # libm's expf/expm1f/log1pf are within 1-2 ulp; the formulas add <= 4 roundings
 LIPSCHITZ = {"relu": 1.0, "leaky_relu": 1.0, "tanh": 1.0, "softplus": 1.0, "silu": 1.1}
+
+
+STEPS = {"em": em_step, "pc": pc_step, "ode_euler": ode_euler_step, "ode_heun": ode_heun_step}
 
 
 def gamma(n: int) -> float:
@@ -74,33 +77,63 @@ def _jacobian(model: ScoreMLP, x: torch.Tensor, t: float) -> torch.Tensor:
     return torch.func.vmap(torch.func.jacrev(f))(x.double())
 
 
-def em_error_bound(model: ScoreMLP, sde: SDE, plan: SamplePlan, x0: torch.Tensor, noise) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float64 EM trajectory from x0 [n, dim] (the reference's own steps) and the per-sample
-    bound [n] on the 2-norm of a float32 kernel's deviation from it.
+def step_error_bound(model: ScoreMLP, sde: SDE, plan: SamplePlan, x0: torch.Tensor, noise, correctors=()):
+    """Float64 trajectory from x0 [n, dim] by the reference's own step functions, and the
+    per-sample bound [n] on the 2-norm of a float32 kernel's deviation from it.
 
-    The error of step k, e_k, reaches the end multiplied by M_{N-1} ... M_{k+1} with
-    M_j = (1 + a_j) I + b_j ds/dx (x_j): the bound is sum_k ||M_{N-1} ... M_{k+1}||_2 e_k.
-    `noise(k)` gives the step-k normals [n, dim] (float64)."""
+    Every score evaluation and noise draw of a step is given a zero perturbation; autograd
+    then yields the exact sensitivities of x_{k+1} to x_k (M_k), to each evaluation (J_e)
+    and each noise vector (J_z). The local error of step k is
+      sum_e ||J_e|| (E_e + [e > 0] gamma_3 ||in_e|| ||ds/dx(in_e)||)       network rounding
+      + gamma_8 (||x_k|| + ||x_{k+1}|| + sum_e ||J_e|| ||s_e|| + sum_z ||J_z|| ||z||)  update arithmetic
+    with E_e = mlp_error_bound at the evaluation's input (intermediate inputs such as
+    Heun's predictor carry their own rounding), and it reaches the end multiplied by
+    M_{N-1} ... M_{k+1}. `noise(k)`, `correctors[j](k)`: the step-k normals [n, dim]."""
     model = model.double()
+    step = STEPS[plan.method]
     x = x0.double()
+    n, dim = x.shape
     locals_ = [gamma(2) * x.norm(dim=1)]  # prior: z rounded to float32, times prior std
     maps = []
-    eye = torch.eye(plan.dim, dtype=torch.float64)
-    for k in range(plan.steps):
-        t, h = plan.time(k), plan.h
-        g2 = sde.diffusion_sq(t)
-        a, b, c = -sde.drift_coeff(t) * h, g2 * h, (g2 * h) ** 0.5
-        s, s_err = mlp_error_bound(model, x, t)
-        z = noise(k)
-        maps.append((1 + a) * eye + b * _jacobian(model, x, t).detach())
-        terms = x.abs() + abs(a) * x.abs() + abs(b) * s.abs() + c * z.abs()
-        locals_.append((gamma(4) * terms + c * U * z.abs()).norm(dim=1) + abs(b) * s_err)
-        with torch.no_grad():
-            x = em_step(model, sde, plan, x, k, noise, [])
+    for k in range(plan.steps + int(plan.denoise)):
+        final = k == plan.steps  # the denoising step
+        evals = []
+
+        def score(xi, t):
+            d = torch.zeros_like(xi, requires_grad=True)
+            evals.append((xi.detach(), t, d))
+            return model(xi, t) + d
+
+        zs = [] if final else [f(k).clone().requires_grad_(True) for f in (noise, *correctors)]
+        x_in = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            if final:
+                x_next = tweedie(score, sde, x_in, plan.eps)
+            else:
+                x_next = step(score, sde, plan, x_in, k, lambda _, z=zs[0]: z, [lambda _, z=z: z for z in zs[1:]])
+            leaves = [x_in] + [d for *_, d in evals] + zs
+            rows = [torch.autograd.grad(x_next[:, i].sum(), leaves, retain_graph=True, allow_unused=True)
+                    for i in range(dim)]
+        jac = [torch.stack([(r[j] if r[j] is not None else torch.zeros_like(x)) for r in rows], dim=1)
+               for j in range(len(leaves))]  # each [n, dim(out), dim(in)]
+        norm = lambda m: torch.linalg.matrix_norm(m, ord=2)  # noqa: E731
+        x_next = x_next.detach()
+        local = gamma(8) * (x.norm(dim=1) + x_next.norm(dim=1))
+        for e, (xi, t, _) in enumerate(evals):
+            s_e, E_e = mlp_error_bound(model, xi, t)
+            if e > 0:
+                E_e = E_e + gamma(3) * xi.norm(dim=1) * norm(_jacobian(model, xi, t).detach())
+            Je = norm(jac[1 + e])
+            local = local + Je * E_e + gamma(8) * Je * s_e.norm(dim=1)
+        for j, z in enumerate(zs):
+            local = local + gamma(8) * norm(jac[1 + len(evals) + j]) * z.detach().norm(dim=1)
+        locals_.append(local)
+        maps.append(jac[0])
+        x = x_next
     # locals_[k] enters before maps[k]: walk back from the end, accumulating the product
     bound = locals_[-1]
-    carry = eye.expand(x.shape[0], -1, -1)
-    for k in range(plan.steps - 1, -1, -1):
+    carry = torch.eye(dim, dtype=torch.float64).expand(n, -1, -1)
+    for k in range(len(maps) - 1, -1, -1):
         carry = carry @ maps[k]
         bound = bound + torch.linalg.matrix_norm(carry, ord=2) * locals_[k]
     return x, bound
