@@ -2,7 +2,7 @@
 
 from . import datasets
 from .backends import backends
-from .likelihood import log_prob
+from .likelihood import bits_per_dim, log_prob
 from .nn import PackedModel, ScoreMLP, pack
 from .train import train
 from .sampling import sample
@@ -12,5 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "VPSDE", "VESDE", "SubVPSDE", "ScoreMLP", "PackedModel", "pack",
-    "sample", "log_prob", "backends", "datasets", "train",
+    "sample", "log_prob", "bits_per_dim", "backends", "datasets", "train",
 ]

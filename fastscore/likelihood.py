@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .backends import select
@@ -40,3 +42,13 @@ def log_prob(
     x = check_points(x, plan.dim)
     logp, nfe = select(backend, "log_prob", plan.method).log_prob(model, sde, x, plan)
     return (logp, {"nfe": nfe}) if return_info else logp
+
+
+def bits_per_dim(model: torch.nn.Module, sde: SDE, x, **kwargs) -> torch.Tensor:
+    """-log p(x) / (dim ln 2), shape [n]: the negative log-likelihood in bits per dimension.
+
+    For continuous data: x is used as given, with no dequantisation or rescaling offset
+    (image papers add those for 8-bit data; do so yourself before comparing with them).
+    Keyword arguments are those of ``log_prob``."""
+    logp = log_prob(model, sde, x, **kwargs)
+    return -logp / (logp.new_tensor(x.shape[1]) * math.log(2.0))
