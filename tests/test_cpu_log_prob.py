@@ -97,3 +97,22 @@ def test_rk45_reports_failure_instead_of_garbage():
     with pytest.raises(RuntimeError, match="rk45 gave up"):
         # an absurd tolerance cannot be met in float32 within the attempt limit
         fs.log_prob(model, fs.VESDE(), torch.randn(3, 1), "rk45", rtol=1e-30, atol=1e-30, backend="cpu")
+
+
+# (method, coarse steps, expected order, allowance): the finest pair still in the asymptotic
+# regime and at least ~5x above the float32 floor of log p (~1e-6 of |log p|), where the
+# measured slope is within the allowance of the order (pre-asymptotic terms + rounding)
+ORDERS = [("euler", 32, 1, 0.1), ("heun", 16, 2, 0.15), ("rk4", 8, 4, 0.4)]
+
+
+@pytest.mark.parametrize("method,steps,order,allowance", ORDERS)
+def test_convergence_order(method, steps, order, allowance):
+    torch.manual_seed(_fresh_seed())
+    model = fs.ScoreMLP(2, 32, 2, "tanh")  # smooth: the classical orders apply
+    sde = fs.VESDE(sigma=5.0)
+    x = torch.randn(64, 2)
+    exact = fs.log_prob(model.double(), sde, x.double(), "rk4", steps=1024, backend="torch", eps=1e-2)
+    err = [(fs.log_prob(model, sde, x, method, steps=s, backend="cpu", eps=1e-2) - exact).abs().mean().item()
+           for s in (steps, 2 * steps)]
+    measured = np.log2(err[0] / err[1])
+    assert abs(measured - order) <= allowance, f"{method}: errors {err}, order {measured:.2f}"
