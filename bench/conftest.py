@@ -93,3 +93,13 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     """Add the CPU model, core count, build and the measured peak to the JSON's machine_info."""
     machine_info["fastscore"] = describe_machine()
     machine_info["fastscore"]["fma_peak"] = measure_peak()
+
+
+@pytest.fixture
+def record_log_prob(benchmark, machine):
+    """Records a likelihood case: backend, size, accuracy against a fine solve, evaluations."""
+
+    def done(**info) -> None:
+        benchmark.extra_info.update(suite="log_prob", cpu_model=machine["cpu_model"], **info)
+
+    return done

@@ -40,6 +40,25 @@ def load(path: Path) -> tuple[dict, list[dict]]:
     return data, rows
 
 
+def log_prob_table(data: dict) -> list[str]:
+    """Markdown table of the likelihood suite (bench/test_bench_log_prob.py), if it ran."""
+    rows = [b for b in data["benchmarks"] if b["extra_info"].get("suite") == "log_prob"]
+    if not rows:
+        return []
+    base = next((b["stats"]["median"] for b in rows if b["extra_info"]["backend"] == "seed000"), None)
+    lines = ["", "## Log-likelihood of 200 points, rk45 at equal or better accuracy", "",
+             "| backend | points | rtol = atol | median | speed-up vs seed 000 | max abs error (nats) | mean abs error "
+             "| mean nfe |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for b in rows:
+        e, med = b["extra_info"], b["stats"]["median"]
+        lines.append(f"| {e['backend']} | {e['n']} | {e['tol']:.0e} | {fmt_time(med)} | {fmt_speedup(base / med if base else None)} "
+                     f"| {e['max_abs_err']:.2e} | {e['mean_abs_err']:.2e} | {e['mean_nfe']:.0f} |")
+    lines += ["", "Errors against reference rk4 with 2,000 steps in float64. seed000: scipy RK45 on the batch "
+              "with autograd divergence (seed 000's likelihood_ode); nfe there is the batch's count."]
+    return lines
+
+
 def fmt_time(t: float) -> str:
     return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
 
@@ -177,6 +196,7 @@ def main(argv=None) -> None:
     md, png = out_dir / f"{args.json.stem}.md", out_dir / f"{args.json.stem}.png"
     peak = data.get("machine_info", {}).get("fastscore", {}).get("fma_peak", {}).get("gflops", rows[0]["peak"])
     lines = header(data, rows) + ["", f"![throughput]({png.name})", ""] + table(rows) + summary(rows)
+    lines += log_prob_table(data)
     lines += ["", "Columns: see bench/README.md. spread = (slowest - fastest round) / median; "
               f"⚠ marks spread > {NOISY_SPREAD:.0%}.", ""]
     md.write_text("\n".join(lines))
