@@ -46,7 +46,7 @@ void score_and_trace(const MlpLayout& L, const MlpWeights& m, int nt, double t, 
   time_features(L, m, t, w.phi.data());
   for (int e = 0; e < E; ++e) w.xin[D + e] = splat<Lanes>((float)w.phi[e]);
   for (int d = 0; d < D; ++d) w.xin[d] = x[d];
-  mlp_forward_tangents<kRows>(L, m, w.xin.data(), splat<Lanes>((float)output_scale(L, t)), nt, w.dirs.data(), s, tr,
+  mlp_forward_tangents<kRows, kKMajor>(L, m, w.xin.data(), splat<Lanes>((float)output_scale(L, t)), nt, w.dirs.data(), s, tr,
                               TangentBuffers<Lanes>{w.h.data(), w.z.data(), w.dh.data(), w.dz.data()});
 }
 
@@ -73,7 +73,7 @@ void velocity(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, int
   }
   for (int d = 0; d < D; ++d) w.xin[d] = y[d];
   Lanes tr;
-  mlp_forward_tangents<kRows>(L, m, w.xin.data(), sc, nt, w.dirs.data(), w.s.data(), &tr,
+  mlp_forward_tangents<kRows, kKMajor>(L, m, w.xin.data(), sc, nt, w.dirs.data(), w.s.data(), &tr,
                               TangentBuffers<Lanes>{w.h.data(), w.z.data(), w.dh.data(), w.dz.data()});
   for (int d = 0; d < D; ++d) k[d] = fc * y[d] + g2h * w.s[d];
   k[D] = (float)D * fc + g2h * tr;
@@ -202,7 +202,8 @@ int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde
 
 void score_trace(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, bool hutchinson,
                  uint64_t seed, float* s, float* tr) {
-  const MlpWeights m = mlp_weights(L, weights);
+  const CpuWeights staged(L, weights);
+  const MlpWeights& m = staged.view;
   const int D = L.dim, nt = hutchinson ? 1 : D;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
@@ -224,7 +225,8 @@ void score_trace(const MlpLayout& L, const float* weights, const float* x, int64
 
 int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& p, const float* x,
                  int64_t n, double* logp, int64_t* nfe) {
-  const MlpWeights m = mlp_weights(L, weights);
+  const CpuWeights staged(L, weights);
+  const MlpWeights& m = staged.view;
   const int D = L.dim, nt = p.hutchinson ? 1 : D;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
   const double ps = prior_std(sde);

@@ -30,8 +30,8 @@ struct Network {
   const MlpWeights& m;
   Workspace& w;
   void operator()(double t, const Lanes* in, Lanes* out) {
-    time_bias(L, m, t, w.phi.data(), w.c.data());
-    mlp_forward<kRows>(L, m, w.c.data(), (float)output_scale(L, t), in, out, w.h0.data(), w.h1.data());
+    time_bias<kKMajor>(L, m, t, w.phi.data(), w.c.data());
+    mlp_forward<kRows, kKMajor>(L, m, w.c.data(), (float)output_scale(L, t), in, out, w.h0.data(), w.h1.data());
   }
 };
 
@@ -99,7 +99,8 @@ void sample_tile(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, 
 int max_threads() { return omp_get_max_threads(); }
 
 void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, float* out) {
-  const MlpWeights m = mlp_weights(L, weights);
+  const CpuWeights staged(L, weights);
+  const MlpWeights& m = staged.view;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
   {
@@ -118,7 +119,8 @@ void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t 
 
 void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
             float* out) {
-  const MlpWeights m = mlp_weights(L, weights);
+  const CpuWeights staged(L, weights);
+  const MlpWeights& m = staged.view;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
   {

@@ -2,6 +2,7 @@
 // shared Philox stream (a sample's numbers depend only on its index, never on its tile).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "fastscore/philox.h"
 #include "kernels.h"
@@ -9,6 +10,18 @@
 
 namespace fastscore {
 namespace cpu {
+
+// The CPU kernels' copy of the weights, made once per call: every matrix k-major (mlp.h,
+// weight_index), so a dense() step's broadcasts share one base pointer.
+struct CpuWeights {
+  CpuWeights(const MlpLayout& L, const float* packed) : buf(packed_size(L)) {
+    to_k_major(L, packed, buf.data());
+    view = mlp_weights(L, buf.data());
+  }
+  std::vector<float> buf;
+  MlpWeights view;
+};
+constexpr bool kKMajor = true;
 
 // number of real samples in the tile that starts at sample `first` of n
 inline int tile_count(int64_t first, int64_t n) {

@@ -51,6 +51,30 @@ FS_HD const float* hidden_weight(const MlpLayout& L, const MlpWeights& m, int l)
   return m.hidden + (size_t)(l - 1) * ((size_t)L.width * L.width + L.width);
 }
 
+// Where element (j, k) of a weight matrix lives. The packed format is out-major, W [out, in]
+// (torch's): W[j * ld + k]. The CPU kernels use a k-major copy, W^T [in, out]: W[k * ld + j],
+// so the J weights a dense() step broadcasts are adjacent and share one base pointer (the
+// out-major walk needs J row pointers, more than x86-64 has registers). ld: the stride of
+// the leading index (the full row length for out-major, the number of outputs for k-major).
+template <bool KMajor>
+FS_HD size_t weight_index(int j, int k, int ld) {
+  return KMajor ? (size_t)k * ld + j : (size_t)j * ld + k;
+}
+
+// dst <- src with every weight matrix k-major; biases and frequencies stay where they are
+inline void to_k_major(const MlpLayout& L, const float* src, float* dst) {
+  for (size_t i = 0; i < packed_size(L); ++i) dst[i] = src[i];
+  const MlpWeights s = mlp_weights(L, src), d = mlp_weights(L, dst);
+  auto transpose = [](const float* a, float* b, int rows, int cols) {
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) b[(size_t)c * rows + r] = a[(size_t)r * cols + c];
+  };
+  transpose(s.W0, const_cast<float*>(d.W0), L.width, L.dim + embed_dim(L));
+  for (int l = 1; l < L.depth; ++l)
+    transpose(hidden_weight(L, s, l), const_cast<float*>(hidden_weight(L, d, l)), L.width, L.width);
+  transpose(s.Wout, const_cast<float*>(d.Wout), L.dim, L.width);
+}
+
 // phi [E] = time features at t: t itself (concat) or sin, cos of 2 pi t w_f (Fourier)
 FS_HD void time_features(const MlpLayout& L, const MlpWeights& m, double t, double* phi) {
   if (L.time_embedding == kConcat) {
@@ -68,13 +92,13 @@ FS_HD void time_features(const MlpLayout& L, const MlpWeights& m, double t, doub
 // linearly, so this is one vector per time value, shared by every sample at that time;
 // kernels compute it once per step (or stage), in double, and round once.
 // phi: scratch [E].
+template <bool KMajor>
 FS_HD void time_bias(const MlpLayout& L, const MlpWeights& m, double t, double* phi, float* c) {
-  const int in = L.dim + embed_dim(L), E = embed_dim(L);
+  const int E = embed_dim(L), ld = KMajor ? L.width : L.dim + E;
   time_features(L, m, t, phi);
   for (int j = 0; j < L.width; ++j) {
-    const float* row = m.W0 + (size_t)j * in + L.dim;
     double acc = m.b0[j];
-    for (int e = 0; e < E; ++e) acc += (double)row[e] * phi[e];
+    for (int e = 0; e < E; ++e) acc += (double)m.W0[weight_index<KMajor>(j, L.dim + e, ld)] * phi[e];
     c[j] = (float)acc;
   }
 }
@@ -84,10 +108,10 @@ FS_HD double output_scale(const MlpLayout& L, double t) {
   return L.std_kind < 0 ? 1.0 : 1.0 / marginal_std(L.std_sde, t);
 }
 
-// z[j] = b[j] + sum_k W[j * ld + k] x[k] for j < n_out, every lane at once (b == nullptr:
-// no bias, for tangents). J rows go together so each input lane value loaded feeds J
+// z[j] = b[j] + sum_k W(j, k) x[k] for j < n_out, every lane at once (b == nullptr: no
+// bias, for tangents). J rows go together so each input lane value loaded feeds J
 // independent FMA chains.
-template <int J, class V>
+template <int J, bool KMajor, class V>
 FS_HD void dense(const float* W, int ld, const float* b, int n_in, int n_out, const V* x, V* z) {
   int j = 0;
   for (; j + J <= n_out; j += J) {
@@ -95,13 +119,13 @@ FS_HD void dense(const float* W, int ld, const float* b, int n_in, int n_out, co
     for (int r = 0; r < J; ++r) acc[r] = splat<V>(b ? b[j + r] : 0.0f);
     for (int k = 0; k < n_in; ++k) {
       const V xk = x[k];
-      for (int r = 0; r < J; ++r) acc[r] += W[(size_t)(j + r) * ld + k] * xk;
+      for (int r = 0; r < J; ++r) acc[r] += W[weight_index<KMajor>(j + r, k, ld)] * xk;
     }
     for (int r = 0; r < J; ++r) z[j + r] = acc[r];
   }
   for (; j < n_out; ++j) {
     V acc = splat<V>(b ? b[j] : 0.0f);
-    for (int k = 0; k < n_in; ++k) acc += W[(size_t)j * ld + k] * x[k];
+    for (int k = 0; k < n_in; ++k) acc += W[weight_index<KMajor>(j, k, ld)] * x[k];
     z[j] = acc;
   }
 }
@@ -163,20 +187,20 @@ FS_HD void activate(int kind, V* z, int n) {
 
 // out [dim] = s_theta(x, t) for x [dim]; c [width] = time_bias(t), scale = output_scale(t).
 // h0, h1: scratch [width] each.
-template <int J, class V>
+template <int J, bool KMajor, class V>
 FS_HD void mlp_forward(const MlpLayout& L, const MlpWeights& m, const float* c, float scale,
                        const V* x, V* out, V* h0, V* h1) {
-  dense<J>(m.W0, L.dim + embed_dim(L), c, L.dim, L.width, x, h0);
+  dense<J, KMajor>(m.W0, KMajor ? L.width : L.dim + embed_dim(L), c, L.dim, L.width, x, h0);
   activate(L.activation, h0, L.width);
   for (int l = 1; l < L.depth; ++l) {
     const float* W = hidden_weight(L, m, l);
-    dense<J>(W, L.width, W + (size_t)L.width * L.width, L.width, L.width, h0, h1);
+    dense<J, KMajor>(W, L.width, W + (size_t)L.width * L.width, L.width, L.width, h0, h1);
     activate(L.activation, h1, L.width);
     V* tmp = h0;
     h0 = h1;
     h1 = tmp;
   }
-  dense<J>(m.Wout, L.width, m.bout, L.width, L.dim, h0, out);
+  dense<J, KMajor>(m.Wout, KMajor ? L.dim : L.width, m.bout, L.width, L.dim, h0, out);
   for (int d = 0; d < L.dim; ++d) out[d] = out[d] * scale;
 }
 
@@ -192,12 +216,14 @@ struct TangentBuffers {
 // act'(z) per layer: about (1 + nt) forward passes, no autograd, no noise when exact.
 // Each lane carries its own time: xin [dim + E] holds x then the time features phi(t), so
 // the first layer takes them as ordinary inputs; scale = output_scale(t) per lane.
-template <int J, class V>
+template <int J, bool KMajor, class V>
 FS_HD void mlp_forward_tangents(const MlpLayout& L, const MlpWeights& m, const V* xin, V scale, int nt,
                                 const V* dirs, V* out, V* tr, TangentBuffers<V> b) {
   const int in0 = L.dim + embed_dim(L), w = L.width;
-  dense<J>(m.W0, in0, m.b0, in0, w, xin, b.z);
-  for (int i = 0; i < nt; ++i) dense<J>(m.W0, in0, (const float*)nullptr, L.dim, w, dirs + i * L.dim, b.dz + i * w);
+  const int ld0 = KMajor ? w : in0;
+  dense<J, KMajor>(m.W0, ld0, m.b0, in0, w, xin, b.z);
+  for (int i = 0; i < nt; ++i)
+    dense<J, KMajor>(m.W0, ld0, (const float*)nullptr, L.dim, w, dirs + i * L.dim, b.dz + i * w);
   for (int l = 1; l <= L.depth; ++l) {
     for (int j = 0; j < w; ++j) {
       V slope;
@@ -208,8 +234,9 @@ FS_HD void mlp_forward_tangents(const MlpLayout& L, const MlpWeights& m, const V
     const float* W = last ? m.Wout : hidden_weight(L, m, l);
     const float* bias = last ? m.bout : W + (size_t)w * w;
     const int n_out = last ? L.dim : w;
-    dense<J>(W, w, bias, w, n_out, b.h, last ? out : b.z);
-    for (int i = 0; i < nt; ++i) dense<J>(W, w, (const float*)nullptr, w, n_out, b.dh + i * w, b.dz + i * w);
+    const int ld = KMajor ? n_out : w;
+    dense<J, KMajor>(W, ld, bias, w, n_out, b.h, last ? out : b.z);
+    for (int i = 0; i < nt; ++i) dense<J, KMajor>(W, ld, (const float*)nullptr, w, n_out, b.dh + i * w, b.dz + i * w);
   }
   V acc{};
   for (int i = 0; i < nt; ++i)
