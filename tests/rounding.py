@@ -20,11 +20,12 @@ indexing, time-grid or random-stream bug produces.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from fastscore import ScoreMLP, SDE
+from fastscore import SDE, ScoreMLP, rng
 from fastscore.backends.reference import em_step, ode_euler_step, ode_heun_step, pc_step, tweedie
-from fastscore.plan import SamplePlan
+from fastscore.plan import SamplePlan, make_sample_plan
 
 U = 2.0**-24
 TRANSCENDENTAL_ULPS = 8  # libm's expf/expm1f/log1pf are within 1-2 ulp; the formulas add <= 4 roundings
@@ -189,3 +190,15 @@ def trace_error_bound(model: ScoreMLP, x: torch.Tensor, t: float, dirs: torch.Te
         bound = (dirs.norm(dim=2) * edz).sum(1) + gamma(nt * dim) * (dirs * dz).abs().sum((1, 2))
         bound = bound * scale + U * tr.abs()
     return tr, bound, kinked
+
+
+def sample_bound(model: ScoreMLP, sde: SDE, method: str, steps: int, options: dict, n: int, seed: int):
+    """step_error_bound for fs.sample(model, sde, n, method, steps, seed=seed, **options) with
+    eps = 1e-3 and start = 0: (float64 reference end [n, dim], per-sample bound [n])."""
+    plan = make_sample_plan(model, sde, n, method, steps, 1e-3, seed, 0, options.get("snr", 0.16),
+                            options.get("corrector_steps", 1), options.get("denoise", False))
+    idx = np.arange(n)
+    noise = lambda stream: lambda k: torch.from_numpy(rng.normals(seed, idx, k, stream, plan.dim))  # noqa: E731
+    x0 = sde.prior_std * torch.from_numpy(rng.normals(seed, idx, 0, rng.STREAM_PRIOR, plan.dim))
+    correctors = [noise(rng.STREAM_CORRECTOR + j) for j in range(plan.corrector_steps if method == "pc" else 0)]
+    return step_error_bound(model, sde, plan, x0, noise(rng.STREAM_PREDICTOR), correctors)

@@ -26,7 +26,6 @@ worst case (width 1, where a single chain of roundings is all there is).
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest

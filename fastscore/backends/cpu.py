@@ -8,6 +8,7 @@ from ..nn import PackedModel, pack
 from ..plan import LogProbPlan, SamplePlan
 from ..sde import SDE
 
+_IMPORT_ERROR = "no compiled module"
 try:
     from .. import _core
 except ImportError as exc:  # a source checkout without a build, or a broken build

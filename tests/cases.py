@@ -1,0 +1,50 @@
+"""Test cases shared by the native backends' tests: which backends run here, the networks,
+SDEs and methods every kernel is held against the reference on, and the network pass of
+the likelihood kernels by backend."""
+
+import numpy as np
+
+import fastscore as fs
+from fastscore.backends import cpu as cpu_backend
+from fastscore.backends import numba_backend
+
+NATIVE_BACKENDS = [name for name in ("cpu", "numba") if fs.backends()[name]["available"]]
+
+NETS = [  # (width, depth, activation, time_embedding, output scaled by sigma(t))
+    (64, 5, "relu", "concat", False),  # seed 002's network
+    (33, 2, "tanh", "fourier", True),  # seed 003's kind, odd width (register-block remainder)
+    (17, 3, "silu", "concat", False),
+    (48, 1, "leaky_relu", "fourier", False),
+    (8, 4, "softplus", "concat", True),
+]
+SDES = [fs.VPSDE(), fs.VESDE(sigma=25.0), fs.SubVPSDE(beta_min=0.2, beta_max=15.0, T=1.0)]
+METHODS = [  # (method, steps, options)
+    ("em", 40, {}),
+    ("pc", 20, {"corrector_steps": 2}),
+    ("ode_euler", 40, {"denoise": True}),
+    ("ode_heun", 20, {}),
+    ("em", 25, {"denoise": True}),
+    ("pc", 12, {"corrector_steps": 1, "snr": 0.3, "denoise": True}),
+]
+ACTIVATIONS = ["relu", "tanh", "silu", "leaky_relu", "softplus"]
+
+
+def method_id(m):
+    return "-".join([m[0], *(f"{k}={v}" for k, v in m[2].items())])
+
+
+def net_id(n):
+    return f"{n[2]}-{n[3]}-w{n[0]}d{n[1]}"
+
+
+def fresh_seed() -> int:
+    """A new seed every run: networks and streams are fresh, the seed is in failure messages."""
+    return int(np.random.SeedSequence().generate_state(1)[0])
+
+
+def score_trace(backend: str, model, x: np.ndarray, t: float, trace: str = "exact", seed: int = 0):
+    """(s [n, dim], tr [n]) from a native backend's likelihood network pass alone."""
+    if backend == "numba":
+        return numba_backend.score_trace(model, x, t, trace, seed=seed)
+    p = fs.pack(model)
+    return cpu_backend._core.score_trace(p.weights, cpu_backend.layout(p), x, t, trace == "hutchinson", seed)
