@@ -20,8 +20,14 @@ LABELS = {
     "torch": 'reference (backend="torch")',
     "seed": "seed-002 loop",
     "cpu": 'fused C++ (backend="cpu")',
+    "numba": 'Numba (backend="numba")',
 }
 NOISY_SPREAD = 0.10  # (max - min) / median above this is flagged as noisy
+BUSY_FOREIGN = 0.05  # other processes' CPU share during the rounds above this is flagged
+
+
+def is_noisy(r: dict) -> bool:
+    return (r["max"] - r["min"]) / r["median"] > NOISY_SPREAD or (r.get("foreign") or 0.0) > BUSY_FOREIGN
 
 
 def load(path: Path) -> tuple[dict, list[dict]]:
@@ -36,6 +42,7 @@ def load(path: Path) -> tuple[dict, list[dict]]:
             "flops": e["flops"], "median": s["median"], "min": s["min"], "max": s["max"],
             "iqr": s["iqr"], "rounds": s["rounds"], "gflops": e["gflops"], "pct_peak": e["pct_peak"],
             "peak": e["peak_gflops"], "load": (e.get("loadavg_before"), e.get("loadavg_after")),
+            "foreign": e.get("foreign_cpu"),
         })
     return data, rows
 
@@ -100,20 +107,21 @@ def header(data: dict, rows: list[dict]) -> list[str]:
 def table(rows: list[dict]) -> list[str]:
     by_case = {(r["backend"], r["n"], r["width"]): r for r in rows}
     out = [
-        "| backend | n | width | steps | median | GFLOP/s | % of peak | vs reference | vs seed loop | spread |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | n | width | steps | median | GFLOP/s | % of peak | vs reference | vs seed loop | spread | other load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     key = lambda r: (r["width"], r["n"], BACKEND_ORDER.index(r["backend"]) if r["backend"] in BACKEND_ORDER else 99)
     for r in sorted(rows, key=key):
         ref = by_case.get(("torch", r["n"], r["width"]))
         seed = by_case.get(("seed", r["n"], r["width"]))
         spread = (r["max"] - r["min"]) / r["median"]
-        flag = " ⚠" if spread > NOISY_SPREAD else ""
+        flag = " ⚠" if is_noisy(r) else ""
+        other = "–" if r.get("foreign") is None else f"{100 * r['foreign']:.0f}%"
         out.append(
             f"| {r['backend']} | {r['n']:,} | {r['width']} | {r['steps']:,} | {fmt_time(r['median'])} | "
             f"{r['gflops']:.1f} | {r['pct_peak']:.1f}% | "
             f"{fmt_speedup(r['gflops'] / ref['gflops'] if ref else None)} | "
-            f"{fmt_speedup(r['gflops'] / seed['gflops'] if seed else None)} | {100 * spread:.0f}%{flag} |"
+            f"{fmt_speedup(r['gflops'] / seed['gflops'] if seed else None)} | {100 * spread:.0f}% | {other}{flag} |"
         )
     return out
 
@@ -140,10 +148,14 @@ def summary(rows: list[dict]) -> list[str]:
         geo = math.exp(statistics.fmean(math.log(x) for x in ratios))
         lines.append(f"- speed-up of cpu over the reference: {min(ratios):.1f}x to {max(ratios):.0f}x "
                      f"(geometric mean {geo:.1f}x)")
-    noisy = [r["name"] for r in rows if (r["max"] - r["min"]) / r["median"] > NOISY_SPREAD]
+    numba = [(r, by_case.get(("cpu", r["n"], r["width"]))) for r in rows if r["backend"] == "numba"]
+    numba = [r["gflops"] / c["gflops"] for r, c in numba if c]
+    if numba:
+        lines.append(f"- numba / cpu throughput: {min(numba):.2f} to {max(numba):.2f}")
+    noisy = [r["name"] for r in rows if is_noisy(r)]
     if noisy:
-        lines.append(f"- ⚠ spread (max - min of the rounds) over {NOISY_SPREAD:.0%} of the median: "
-                     + ", ".join(noisy))
+        lines.append(f"- ⚠ noisy (rounds spread over {NOISY_SPREAD:.0%} of the median, or other processes used over "
+                     f"{BUSY_FOREIGN:.0%} of the CPU while it ran): " + ", ".join(noisy))
     return lines
 
 
@@ -198,7 +210,8 @@ def main(argv=None) -> None:
     lines = header(data, rows) + ["", f"![throughput]({png.name})", ""] + table(rows) + summary(rows)
     lines += log_prob_table(data)
     lines += ["", "Columns: see bench/README.md. spread = (slowest - fastest round) / median; "
-              f"⚠ marks spread > {NOISY_SPREAD:.0%}.", ""]
+              "other load = CPU used by other processes during the rounds, as a share of all cores; "
+              f"⚠ marks spread > {NOISY_SPREAD:.0%} or other load > {BUSY_FOREIGN:.0%}.", ""]
     md.write_text("\n".join(lines))
     plot(rows, peak, png)
     print(f"wrote {md} and {png}")

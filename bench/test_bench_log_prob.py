@@ -23,7 +23,7 @@ import fastscore as fs
 N_POINTS, TOL = 200, 1e-5  # seed 000's rtol = atol
 TOL_LADDER = (1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 SDE = fs.VPSDE(0.1, 20.0, 1.0)
-BACKENDS = ("seed000", "cpu")
+BACKENDS = ("seed000", "cpu", "numba")
 
 
 @pytest.fixture(scope="module")
