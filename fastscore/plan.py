@@ -120,12 +120,6 @@ class SamplePlan:
         """t_k of the sampling grid (the same expression as grid_time in samplers.h)."""
         return self.T - k * ((self.T - self.eps) / self.steps)
 
-    @property
-    def evals_per_sample(self) -> int:
-        """Network evaluations per sample (for FLOP counts)."""
-        per_step = {"em": 1, "ode_euler": 1, "ode_heun": 2, "pc": 1 + self.corrector_steps}[self.method]
-        return self.steps * per_step + int(self.denoise)
-
 
 def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise) -> SamplePlan:
     dim = model_dim(model)
