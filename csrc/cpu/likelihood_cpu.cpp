@@ -39,42 +39,45 @@ void set_directions(int D, bool hutchinson, uint64_t seed, int64_t index0, LpWor
     for (int d = 0; d < D; ++d) w.dirs[i * D + d] = splat<Lanes>(i == d ? 1.0f : 0.0f);
 }
 
-// s [dim] and tr at one time t for every lane (xin's time features filled here)
-void score_and_trace(const MlpLayout& L, const MlpWeights& m, int nt, double t, const Lanes* x, Lanes* s, Lanes* tr,
-                     LpWorkspace& w) {
+// s [dim] and tr for every lane, lane l at time t[l]: the time features are first-layer
+// inputs like x (lanes may have different times), and the output scale is per lane
+void score_and_trace(const MlpLayout& L, const MlpWeights& m, int nt, const double* t, const Lanes* x, Lanes* s,
+                     Lanes* tr, LpWorkspace& w) {
   const int D = L.dim, E = embed_dim(L);
-  time_features(L, m, t, w.phi.data());
-  for (int e = 0; e < E; ++e) w.xin[D + e] = splat<Lanes>((float)w.phi[e]);
+  Lanes sc;
+  double last = NAN, cs = 0;  // lanes usually share a time (always, for fixed steps): compute once
+  for (int l = 0; l < kTile; ++l) {
+    if (t[l] != last) {
+      last = t[l];
+      time_features(L, m, last, w.phi.data());
+      cs = output_scale(L, last);
+    }
+    for (int e = 0; e < E; ++e) w.xin[D + e][l] = (float)w.phi[e];
+    sc[l] = (float)cs;
+  }
   for (int d = 0; d < D; ++d) w.xin[d] = x[d];
-  mlp_forward_tangents<kRows, kKMajor>(L, m, w.xin.data(), splat<Lanes>((float)output_scale(L, t)), nt, w.dirs.data(), s, tr,
-                              TangentBuffers<Lanes>{w.h.data(), w.z.data(), w.dh.data(), w.dz.data()});
+  mlp_forward_tangents<kRows, kKMajor>(L, m, w.xin.data(), sc, nt, w.dirs.data(), s, tr,
+                                       TangentBuffers<Lanes>{w.h.data(), w.z.data(), w.dh.data(), w.dz.data()});
 }
 
 // k [dim + 1] = augmented velocity at y [dim + 1], lane l at time t[l]:
 // dx/dt = f x - 1/2 g^2 s,  d delta/dt = dim f - 1/2 g^2 tr(ds/dx).
 void velocity(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, int nt, const double* t, const Lanes* y,
               Lanes* k, LpWorkspace& w) {
-  const int D = L.dim, E = embed_dim(L);
-  Lanes fc, g2h, sc;
-  double last = NAN;  // lanes usually share a time (always, for fixed steps): compute once
-  double cf = 0, cg = 0, cs = 0;
+  const int D = L.dim;
+  Lanes tr;
+  score_and_trace(L, m, nt, t, y, w.s.data(), &tr, w);
+  Lanes fc, g2h;
+  double last = NAN, cf = 0, cg = 0;
   for (int l = 0; l < kTile; ++l) {
     if (t[l] != last) {
       last = t[l];
-      time_features(L, m, last, w.phi.data());
       cf = drift_coeff(sde, last);
       cg = -0.5 * diffusion_sq(sde, last);
-      cs = output_scale(L, last);
     }
-    for (int e = 0; e < E; ++e) w.xin[D + e][l] = (float)w.phi[e];
     fc[l] = (float)cf;
     g2h[l] = (float)cg;
-    sc[l] = (float)cs;
   }
-  for (int d = 0; d < D; ++d) w.xin[d] = y[d];
-  Lanes tr;
-  mlp_forward_tangents<kRows, kKMajor>(L, m, w.xin.data(), sc, nt, w.dirs.data(), w.s.data(), &tr,
-                              TangentBuffers<Lanes>{w.h.data(), w.z.data(), w.dh.data(), w.dz.data()});
   for (int d = 0; d < D; ++d) k[d] = fc * y[d] + g2h * w.s[d];
   k[D] = (float)D * fc + g2h * tr;
 }
@@ -215,8 +218,10 @@ void score_trace(const MlpLayout& L, const float* weights, const float* x, int64
       const int count = tile_count(first, n);
       load_tile(x + first * D, D, count, w.y.data());
       set_directions(D, hutchinson, seed, first, w);
+      double ts[kTile];
+      for (int l = 0; l < kTile; ++l) ts[l] = t;
       Lanes trl;
-      score_and_trace(L, m, nt, t, w.y.data(), w.y5.data(), &trl, w);
+      score_and_trace(L, m, nt, ts, w.y.data(), w.y5.data(), &trl, w);
       store_tile(w.y5.data(), D, count, s + first * D);
       store_tile(&trl, 1, count, tr + first);
     }
