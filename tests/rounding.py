@@ -24,15 +24,12 @@ import numpy as np
 import torch
 
 from fastscore import SDE, ScoreMLP, rng
-from fastscore.backends.reference import em_step, ode_euler_step, ode_heun_step, pc_step, tweedie
+from fastscore.backends.reference import STEPS, tweedie
 from fastscore.plan import SamplePlan, make_sample_plan
 
 U = 2.0**-24
 TRANSCENDENTAL_ULPS = 8  # libm's expf/expm1f/log1pf are within 1-2 ulp; the formulas add <= 4 roundings
 LIPSCHITZ = {"relu": 1.0, "leaky_relu": 1.0, "tanh": 1.0, "softplus": 1.0, "silu": 1.1}
-
-
-STEPS = {"em": em_step, "pc": pc_step, "ode_euler": ode_euler_step, "ode_heun": ode_heun_step}
 
 
 def gamma(n: int) -> float:

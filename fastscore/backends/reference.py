@@ -54,14 +54,13 @@ def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
     x = torch.from_numpy(sde.prior_std * z0).to(dtype).to(device)
     if plan.n == 0:
         return x
-    score = lambda x, t: model(x, t)  # noqa: E731 - one name for "the network at (x, t)"
-    step = {"em": em_step, "pc": pc_step, "ode_euler": ode_euler_step, "ode_heun": ode_heun_step}[plan.method]
+    step = STEPS[plan.method]
     noise = _Noise(plan, rng.STREAM_PREDICTOR, dtype, device)
     correctors = [_Noise(plan, rng.STREAM_CORRECTOR + j, dtype, device) for j in range(plan.corrector_steps)]
     for k in range(plan.steps):
-        x = step(score, sde, plan, x, k, noise, correctors)
+        x = step(model, sde, plan, x, k, noise, correctors)
     if plan.denoise:
-        x = tweedie(score, sde, x, plan.eps)
+        x = tweedie(model, sde, x, plan.eps)
     return x
 
 
@@ -115,6 +114,10 @@ def ode_heun_step(score, sde, plan, x, k, noise, correctors):
     x_euler = x - h * d1
     d2 = _pf_drift(score, sde, x_euler, t - h)
     return x - 0.5 * h * (d1 + d2)
+
+
+# each method's step(score, sde, plan, x, k, noise, correctors) -> x at t_k - h
+STEPS = {"em": em_step, "pc": pc_step, "ode_euler": ode_euler_step, "ode_heun": ode_heun_step}
 
 
 def tweedie(score, sde, x, t):
