@@ -23,6 +23,10 @@ from .sde import SDE
 
 SAMPLE_METHODS = ("em", "pc", "ode_euler", "ode_heun")
 LOG_PROB_METHODS = ("euler", "heun", "rk4", "rk45")
+# integer codes the native kernels take: fastscore::SampleMethod / LogProbMethod in csrc and
+# the numba kernels' constants follow this order
+METHOD_CODES = {m: i for i, m in enumerate(SAMPLE_METHODS)}
+LOG_PROB_CODES = {m: i for i, m in enumerate(LOG_PROB_METHODS)}
 TRACES = ("exact", "hutchinson")
 MAX_INDEX = 2**32  # sample indices address the 32-bit Philox counter word
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..nn import PackedModel, pack
-from ..plan import LogProbPlan, SamplePlan
+from ..plan import LOG_PROB_CODES, METHOD_CODES, LogProbPlan, SamplePlan
 from ..sde import SDE
 
 _IMPORT_ERROR = "no compiled module"
@@ -16,8 +16,6 @@ except ImportError as exc:  # a source checkout without a build, or a broken bui
     _IMPORT_ERROR = str(exc)
 
 
-METHOD_CODES = {"em": 0, "pc": 1, "ode_euler": 2, "ode_heun": 3}  # fastscore::SampleMethod
-LOG_PROB_CODES = {"euler": 0, "heun": 1, "rk4": 2, "rk45": 3}  # fastscore::LogProbMethod
 # (task, method) pairs with a fused kernel
 SUPPORTS = {("sample", m) for m in METHOD_CODES} | {("log_prob", m) for m in LOG_PROB_CODES}
 

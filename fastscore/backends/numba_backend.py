@@ -11,11 +11,9 @@ import numpy as np
 import torch
 
 from ..nn import PackedModel, pack
-from ..plan import LogProbPlan, SamplePlan
+from ..plan import LOG_PROB_CODES, METHOD_CODES, LogProbPlan, SamplePlan
 from ..sde import SDE
 
-METHOD_CODES = {"em": 0, "pc": 1, "ode_euler": 2, "ode_heun": 3}  # _numba_kernels.EM, ...
-LOG_PROB_CODES = {"euler": 0, "heun": 1, "rk4": 2, "rk45": 3}  # _numba_kernels.LP_*
 # (task, method) pairs with a Numba kernel
 SUPPORTS: set = {("sample", m) for m in METHOD_CODES} | {("log_prob", m) for m in LOG_PROB_CODES}
 
