@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "fastscore/samplers.h"
+#include "fastscore/sample_path.h"
 #include "kernels.h"
 #include "tile.h"
 
@@ -33,65 +33,24 @@ struct Network {
     time_bias<kKMajor>(L, m, t, w.phi.data(), w.c.data());
     mlp_forward<kRows, kKMajor>(L, m, w.c.data(), (float)output_scale(L, t), in, out, w.h0.data(), w.h1.data());
   }
+  // sample_path.h's policy: the evaluation's time alone matters here
+  void operator()(int, int, double t, const Lanes* in, Lanes* out) { (*this)(t, in, out); }
+};
+
+// sample_path.h's noise policy: the normals of the tile's samples index0 + lane
+struct TileDraws {
+  uint64_t seed;
+  int64_t index0;
+  int dim;
+  void operator()(uint32_t step, uint32_t stream, Lanes* z) const { fill_normals(seed, index0, step, stream, dim, z); }
 };
 
 void sample_tile(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const SampleSpec& p,
                  int64_t index0, Workspace& w) {
-  const int D = L.dim;
   Network net{L, m, w};
-  Lanes *x = w.x.data(), *y = w.y.data(), *z = w.z.data(), *s = w.s.data(), *s2 = w.s2.data();
-  fill_normals(p.seed, index0, 0, kStreamPrior, D, x);
-  const float prior = (float)prior_std(sde);
-  for (int d = 0; d < D; ++d) x[d] *= prior;
-  const double h = (sde.T - p.eps) / p.steps;
-  for (int k = 0; k < p.steps; ++k) {
-    const double t = grid_time(sde.T, p.eps, p.steps, k);
-    switch (p.method) {
-      case kEM: {
-        net(t, x, s);
-        fill_normals(p.seed, index0, (uint32_t)k, kStreamPredictor, D, z);
-        const EmCoeffs e = em_coeffs(sde, t, h);
-        for (int d = 0; d < D; ++d) x[d] = em_update(e, x[d], s[d], z[d]);
-        break;
-      }
-      case kPC: {
-        const PcCoeffs c = pc_coeffs(sde, t, h, p.snr);
-        for (int j = 0; j < p.corrector_steps; ++j) {
-          net(t, x, s);
-          fill_normals(p.seed, index0, (uint32_t)k, kStreamCorrector + j, D, z);
-          for (int d = 0; d < D; ++d) x[d] = x[d] + c.corr_step * s[d] + c.corr_noise * z[d];
-        }
-        net(t, x, s);
-        fill_normals(p.seed, index0, (uint32_t)k, kStreamPredictor, D, z);
-        for (int d = 0; d < D; ++d) x[d] = c.pred_x * x[d] + c.pred_s * s[d] + c.pred_z * z[d];
-        break;
-      }
-      case kOdeEuler: {
-        net(t, x, s);
-        const EmCoeffs e = ode_euler_coeffs(sde, t, h);
-        for (int d = 0; d < D; ++d) x[d] = em_update(e, x[d], s[d], Lanes{});
-        break;
-      }
-      case kOdeHeun: {
-        // x_euler = x - h v(x, t); x <- x - h/2 (v(x, t) + v(x_euler, t - h))
-        net(t, x, s);
-        const VelocityCoeffs v1 = pf_velocity_coeffs(sde, t), v2 = pf_velocity_coeffs(sde, t - h);
-        const float hf = (float)h, half = (float)(0.5 * h);
-        for (int d = 0; d < D; ++d) {
-          s[d] = pf_velocity(v1, x[d], s[d]);  // s now holds the first velocity
-          y[d] = x[d] - hf * s[d];
-        }
-        net(t - h, y, s2);
-        for (int d = 0; d < D; ++d) x[d] = x[d] - half * (s[d] + pf_velocity(v2, y[d], s2[d]));
-        break;
-      }
-    }
-  }
-  if (p.denoise) {
-    net(p.eps, x, s);
-    const TweedieCoeffs c = tweedie_coeffs(sde, p.eps);
-    for (int d = 0; d < D; ++d) x[d] = c.u * x[d] + c.w * s[d];
-  }
+  TileDraws draws{p.seed, index0, L.dim};
+  sample_path(sde, p, L.dim, net, draws,
+              PathBuffers<Lanes>{w.x.data(), w.y.data(), w.z.data(), w.s.data(), w.s2.data()});
 }
 
 }  // namespace

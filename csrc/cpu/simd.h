@@ -31,6 +31,13 @@ typedef float Lanes __attribute__((vector_size(kTile * sizeof(float))));
 
 }  // namespace cpu
 
+template <>
+struct LaneCount<cpu::Lanes> {
+  static constexpr int value = cpu::kTile;
+};
+inline float lane_get(const cpu::Lanes& v, int l) { return v[l]; }
+inline void lane_set(cpu::Lanes& v, int l, float x) { v[l] = x; }
+
 // Transcendentals lane by lane through libm: only the tanh / SiLU / softplus networks
 // use them, once per hidden unit (not per multiply-add).
 template <>

@@ -8,3 +8,11 @@
 #else
 #define FS_HD inline
 #endif
+
+// Full unrolling where nvcc knows the trip count (a width fixed by a template parameter),
+// so per-thread arrays indexed by the loop counter live in registers. GCC does its own.
+#if defined(__CUDA_ARCH__)
+#define FS_UNROLL _Pragma("unroll")
+#else
+#define FS_UNROLL
+#endif

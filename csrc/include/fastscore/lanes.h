@@ -21,6 +21,16 @@ struct LaneMath<float> {
   static FS_HD float log1p(float x) { return ::log1pf(x); }
 };
 
+// How many samples one lane value holds, and access to sample l of it, for the per-sample
+// bookkeeping (times, step sizes, done flags) of the adaptive integrator. The CPU lane
+// type specialises these in csrc/cpu/simd.h.
+template <class V>
+struct LaneCount {
+  static constexpr int value = 1;
+};
+FS_HD float lane_get(float v, int) { return v; }
+FS_HD void lane_set(float& v, int, float x) { v = x; }
+
 // a lane value with every lane equal to c
 template <class V>
 FS_HD V splat(float c) {

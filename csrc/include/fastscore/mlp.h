@@ -114,17 +114,23 @@ FS_HD double output_scale(const MlpLayout& L, double t) {
 template <int J, bool KMajor, class V>
 FS_HD void dense(const float* W, int ld, const float* b, int n_in, int n_out, const V* x, V* z) {
   int j = 0;
+  FS_UNROLL
   for (; j + J <= n_out; j += J) {
     V acc[J];
+    FS_UNROLL
     for (int r = 0; r < J; ++r) acc[r] = splat<V>(b ? b[j + r] : 0.0f);
+    FS_UNROLL
     for (int k = 0; k < n_in; ++k) {
       const V xk = x[k];
+      FS_UNROLL
       for (int r = 0; r < J; ++r) acc[r] += W[weight_index<KMajor>(j + r, k, ld)] * xk;
     }
+    FS_UNROLL
     for (int r = 0; r < J; ++r) z[j + r] = acc[r];
   }
   for (; j < n_out; ++j) {
     V acc = splat<V>(b ? b[j] : 0.0f);
+    FS_UNROLL
     for (int k = 0; k < n_in; ++k) acc += W[weight_index<KMajor>(j, k, ld)] * x[k];
     z[j] = acc;
   }
@@ -180,27 +186,27 @@ FS_HD V activation_and_slope(int kind, V x, V* slope) {
   }
 }
 
+// h[j] = act(z[j]), j < n
 template <class V>
-FS_HD void activate(int kind, V* z, int n) {
-  for (int j = 0; j < n; ++j) z[j] = activation(kind, z[j]);
+FS_HD void activate(int kind, const V* z, V* h, int n) {
+  FS_UNROLL
+  for (int j = 0; j < n; ++j) h[j] = activation(kind, z[j]);
 }
 
 // out [dim] = s_theta(x, t) for x [dim]; c [width] = time_bias(t), scale = output_scale(t).
-// h0, h1: scratch [width] each.
+// h, z: scratch [width] each. Each layer goes h -> z -> act -> h with fixed roles (no
+// pointer swap), so with a compile-time width both arrays can stay in GPU registers.
 template <int J, bool KMajor, class V>
 FS_HD void mlp_forward(const MlpLayout& L, const MlpWeights& m, const float* c, float scale,
-                       const V* x, V* out, V* h0, V* h1) {
-  dense<J, KMajor>(m.W0, KMajor ? L.width : L.dim + embed_dim(L), c, L.dim, L.width, x, h0);
-  activate(L.activation, h0, L.width);
+                       const V* x, V* out, V* h, V* z) {
+  dense<J, KMajor>(m.W0, KMajor ? L.width : L.dim + embed_dim(L), c, L.dim, L.width, x, z);
+  activate(L.activation, z, h, L.width);
   for (int l = 1; l < L.depth; ++l) {
     const float* W = hidden_weight(L, m, l);
-    dense<J, KMajor>(W, L.width, W + (size_t)L.width * L.width, L.width, L.width, h0, h1);
-    activate(L.activation, h1, L.width);
-    V* tmp = h0;
-    h0 = h1;
-    h1 = tmp;
+    dense<J, KMajor>(W, L.width, W + (size_t)L.width * L.width, L.width, L.width, h, z);
+    activate(L.activation, z, h, L.width);
   }
-  dense<J, KMajor>(m.Wout, KMajor ? L.dim : L.width, m.bout, L.width, L.dim, h0, out);
+  dense<J, KMajor>(m.Wout, KMajor ? L.dim : L.width, m.bout, L.width, L.dim, h, out);
   for (int d = 0; d < L.dim; ++d) out[d] = out[d] * scale;
 }
 
@@ -225,6 +231,7 @@ FS_HD void mlp_forward_tangents(const MlpLayout& L, const MlpWeights& m, const V
   for (int i = 0; i < nt; ++i)
     dense<J, KMajor>(m.W0, ld0, (const float*)nullptr, L.dim, w, dirs + i * L.dim, b.dz + i * w);
   for (int l = 1; l <= L.depth; ++l) {
+    FS_UNROLL
     for (int j = 0; j < w; ++j) {
       V slope;
       b.h[j] = activation_and_slope(L.activation, b.z[j], &slope);
