@@ -32,11 +32,11 @@ typedef float Lanes __attribute__((vector_size(kTile * sizeof(float))));
 }  // namespace cpu
 
 template <>
-struct LaneCount<cpu::Lanes> {
-  static constexpr int value = cpu::kTile;
+struct LaneAccess<cpu::Lanes> {
+  static constexpr int count = cpu::kTile;
+  static float get(const cpu::Lanes& v, int l) { return v[l]; }
+  static void set(cpu::Lanes& v, int l, float x) { v[l] = x; }
 };
-inline float lane_get(const cpu::Lanes& v, int l) { return v[l]; }
-inline void lane_set(cpu::Lanes& v, int l, float x) { v[l] = x; }
 
 // Transcendentals lane by lane through libm: only the tanh / SiLU / softplus networks
 // use them, once per hidden unit (not per multiply-add).

@@ -22,14 +22,17 @@ struct LaneMath<float> {
 };
 
 // How many samples one lane value holds, and access to sample l of it, for the per-sample
-// bookkeeping (times, step sizes, done flags) of the adaptive integrator. The CPU lane
-// type specialises these in csrc/cpu/simd.h.
+// bookkeeping (times, step sizes, done flags) of the adaptive integrator. A class template
+// for the same reason as LaneMath; the CPU specialisation is in csrc/cpu/simd.h.
 template <class V>
-struct LaneCount {
-  static constexpr int value = 1;
+struct LaneAccess;
+
+template <>
+struct LaneAccess<float> {
+  static constexpr int count = 1;
+  static FS_HD float get(float v, int) { return v; }
+  static FS_HD void set(float& v, int, float x) { v = x; }
 };
-FS_HD float lane_get(float v, int) { return v; }
-FS_HD void lane_set(float& v, int, float x) { v = x; }
 
 // a lane value with every lane equal to c
 template <class V>

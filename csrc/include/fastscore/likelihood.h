@@ -1,0 +1,232 @@
+// The augmented probability-flow ODE y = [x, delta] integrated from eps to T for log p, over
+// a lane type V: shared by the CPU tile kernels (csrc/cpu/likelihood_cpu.cpp, V = a SIMD tile
+// of samples) and the CUDA kernels (V = one float per thread). Each lane has its own time
+// and, for rk45, its own step size; the divergence comes from forward-mode tangents (mlp.h).
+// Per-lane bookkeeping (times, step sizes, done flags) goes through LaneAccess (lanes.h).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "common.h"
+#include "lanes.h"
+#include "mlp.h"
+#include "ode.h"
+#include "sde.h"
+
+namespace fastscore {
+
+// The lane arrays of one integration: xin [dim + E], dirs [nt * dim], s [dim], the tangent
+// buffers (mlp.h), y, y1, y5 [dim + 1], comp [1] (Kahan), K [7 * (dim + 1)] (stages);
+// phi [E] is double scratch for the time features.
+template <class V>
+struct OdeBuffers {
+  V *xin, *dirs, *s;
+  TangentBuffers<V> tangents;
+  V *y, *y1, *y5, *comp, *K;
+  double* phi;
+  FS_HD V* stage(int i, int D) const { return K + i * (D + 1); }
+};
+
+// the input tangent directions for the exact trace: the unit vectors e_0 .. e_{dim-1}
+template <class V>
+FS_HD void unit_directions(int D, V* dirs) {
+  for (int i = 0; i < D; ++i)
+    for (int d = 0; d < D; ++d) dirs[i * D + d] = splat<V>(i == d ? 1.0f : 0.0f);
+}
+
+// s [dim] and tr for every lane, lane l at time t[l]: the time features are first-layer
+// inputs like x (lanes may have different times), and the output scale is per lane
+template <int J, bool KMajor, class V>
+FS_HD void score_and_trace(const MlpLayout& L, const MlpWeights& m, int nt, const double* t, const V* x, V* s, V* tr,
+                           const OdeBuffers<V>& w) {
+  const int D = L.dim, E = embed_dim(L);
+  V sc{};
+  double last = NAN, cs = 0;  // lanes usually share a time (always, for fixed steps): compute once
+  for (int l = 0; l < LaneAccess<V>::count; ++l) {
+    if (t[l] != last) {
+      last = t[l];
+      time_features(L, m, last, w.phi);
+      cs = output_scale(L, last);
+    }
+    for (int e = 0; e < E; ++e) LaneAccess<V>::set(w.xin[D + e], l, (float)w.phi[e]);
+    LaneAccess<V>::set(sc, l, (float)cs);
+  }
+  for (int d = 0; d < D; ++d) w.xin[d] = x[d];
+  mlp_forward_tangents<J, KMajor>(L, m, w.xin, sc, nt, w.dirs, s, tr, w.tangents);
+}
+
+// k [dim + 1] = augmented velocity at y [dim + 1], lane l at time t[l]:
+// dx/dt = f x - 1/2 g^2 s,  d delta/dt = dim f - 1/2 g^2 tr(ds/dx).
+template <int J, bool KMajor, class V>
+FS_HD void velocity(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, int nt, const double* t, const V* y,
+                    V* k, const OdeBuffers<V>& w) {
+  const int D = L.dim;
+  V tr;
+  score_and_trace<J, KMajor>(L, m, nt, t, y, w.s, &tr, w);
+  V fc{}, g2h{};
+  double last = NAN, cf = 0, cg = 0;
+  for (int l = 0; l < LaneAccess<V>::count; ++l) {
+    if (t[l] != last) {
+      last = t[l];
+      cf = drift_coeff(sde, last);
+      cg = -0.5 * diffusion_sq(sde, last);
+    }
+    LaneAccess<V>::set(fc, l, (float)cf);
+    LaneAccess<V>::set(g2h, l, (float)cg);
+  }
+  for (int d = 0; d < D; ++d) k[d] = fc * y[d] + g2h * w.s[d];
+  k[D] = (float)D * fc + g2h * tr;
+}
+
+// delta += incr with Kahan compensation (delta sums hundreds of increments in float32)
+template <class V>
+FS_HD void add_compensated(V& sum, V& comp, V incr) {
+  const V v = incr - comp;
+  const V t = sum + v;
+  comp = (t - sum) - v;
+  sum = t;
+}
+
+// Fixed-step Runge–Kutta (euler, heun, rk4) from w.y at eps to T; nfe [lanes].
+template <int J, bool KMajor, class V>
+FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbSpec& p, int nt,
+                       const OdeBuffers<V>& w, int64_t* nfe) {
+  constexpr int NL = LaneAccess<V>::count;
+  const int D = L.dim;
+  const Tableau tab = fixed_tableau(p.method);
+  const double h = (sde.T - p.eps) / p.steps;
+  const float hf = (float)h;
+  double t[NL];
+  for (int k = 0; k < p.steps; ++k) {
+    const double t0 = p.eps + k * h;
+    for (int i = 0; i < tab.stages; ++i) {
+      for (int c = 0; c <= D; ++c) {
+        V acc = w.y[c];
+        for (int j = 0; j < i; ++j) acc += (float)(tab.a[i][j] * h) * w.stage(j, D)[c];
+        w.y1[c] = acc;
+      }
+      for (int l = 0; l < NL; ++l) t[l] = t0 + tab.c[i] * h;
+      velocity<J, KMajor>(L, m, sde, nt, t, w.y1, w.stage(i, D), w);
+    }
+    for (int c = 0; c <= D; ++c) {
+      V incr{};
+      for (int i = 0; i < tab.stages; ++i) incr += (float)tab.b[i] * w.stage(i, D)[c];
+      if (c < D)
+        w.y[c] += hf * incr;
+      else
+        add_compensated(w.y[D], w.comp[0], hf * incr);
+    }
+  }
+  for (int l = 0; l < NL; ++l) nfe[l] = (int64_t)p.steps * tab.stages;
+}
+
+// Per-lane Dormand–Prince (ode.h) from w.y at eps to T. Lanes that reached T keep h = 0 and
+// idle until every lane is done; lanes >= count (padding) start done. nfe [lanes]. Returns
+// the number of lanes that gave up (too many attempts).
+template <int J, bool KMajor, class V>
+FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbSpec& p, int nt,
+                         int count, const OdeBuffers<V>& w, int64_t* nfe) {
+  using DP = DormandPrince;
+  constexpr int NL = LaneAccess<V>::count;
+  const int D = L.dim, C = D + 1;
+  double t[NL], h[NL], ts[NL];
+  bool done[NL];
+  int failed = 0;
+  for (int l = 0; l < NL; ++l) {
+    t[l] = p.eps;
+    h[l] = 0.01 * (sde.T - p.eps);
+    done[l] = l >= count;
+    nfe[l] = 1;
+  }
+  velocity<J, KMajor>(L, m, sde, nt, t, w.y, w.stage(0, D), w);
+  for (int attempt = 0;; ++attempt) {
+    bool all_done = true;
+    for (int l = 0; l < NL; ++l) all_done = all_done && done[l];
+    if (all_done) break;
+    if (attempt == kRk45MaxAttempts) {
+      for (int l = 0; l < NL; ++l) failed += !done[l];
+      break;
+    }
+    V hv{};
+    for (int l = 0; l < NL; ++l) LaneAccess<V>::set(hv, l, done[l] ? 0.0f : (float)h[l]);
+    for (int i = 1; i < 6; ++i) {
+      for (int c = 0; c < C; ++c) {
+        V acc{};
+        for (int j = 0; j < i; ++j) acc += (float)DP::a[i][j] * w.stage(j, D)[c];
+        w.y1[c] = w.y[c] + hv * acc;
+      }
+      for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + DP::c[i] * h[l];
+      velocity<J, KMajor>(L, m, sde, nt, ts, w.y1, w.stage(i, D), w);
+    }
+    V incr_delta{};
+    for (int c = 0; c < C; ++c) {
+      V acc{};
+      for (int i = 0; i < 6; ++i) acc += (float)DP::b[i] * w.stage(i, D)[c];
+      if (c == D) incr_delta = hv * acc;
+      w.y5[c] = w.y[c] + hv * acc;
+    }
+    for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + h[l];
+    velocity<J, KMajor>(L, m, sde, nt, ts, w.y5, w.stage(6, D), w);
+    // error norm and control, lane by lane
+    V err_sq{};
+    for (int c = 0; c < C; ++c) {
+      V e{};
+      for (int i = 0; i < 7; ++i) e += (float)DP::e[i] * w.stage(i, D)[c];
+      e = hv * e;
+      for (int l = 0; l < NL; ++l) {
+        const double scale =
+            p.atol + p.rtol * ::fmax(::fabs((double)LaneAccess<V>::get(w.y[c], l)), ::fabs((double)LaneAccess<V>::get(w.y5[c], l)));
+        const double r = LaneAccess<V>::get(e, l) / scale;
+        LaneAccess<V>::set(err_sq, l, LaneAccess<V>::get(err_sq, l) + (float)(r * r));
+      }
+    }
+    V accept_mask{};
+    for (int l = 0; l < NL; ++l) {
+      if (done[l]) continue;
+      nfe[l] += 6;
+      const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
+      if (err <= 1.0) {
+        const bool last = h[l] >= sde.T - t[l];
+        t[l] = last ? sde.T : t[l] + h[l];
+        done[l] = last;
+        LaneAccess<V>::set(accept_mask, l, 1.0f);
+      }
+      h[l] = ::fmin(h[l] * rk45_factor(err), sde.T - t[l]);
+    }
+    // accepted lanes move to y5 and reuse the last stage as the next first (FSAL)
+    for (int c = 0; c < C; ++c) {
+      if (c < D)
+        w.y[c] = accept_mask > 0.0f ? w.y5[c] : w.y[c];
+      else
+        add_compensated(w.y[D], w.comp[0], accept_mask * incr_delta);
+      w.stage(0, D)[c] = accept_mask > 0.0f ? w.stage(6, D)[c] : w.stage(0, D)[c];
+    }
+  }
+  return failed;
+}
+
+// Integrates every lane from x at eps (w.y [0, dim), set by the caller, with the tangent
+// directions in w.dirs) to T; log p of lane l is then lane_log_prob(sde, D, w, l). Returns the
+// number of lanes that gave up (rk45).
+template <int J, bool KMajor, class V>
+FS_HD int integrate(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbSpec& p, int nt,
+                    int count, const OdeBuffers<V>& w, int64_t* nfe) {
+  w.y[L.dim] = V{};
+  w.comp[0] = V{};
+  if (p.method == kLpRk45) return adaptive_steps<J, KMajor>(L, m, sde, p, nt, count, w, nfe);
+  fixed_steps<J, KMajor>(L, m, sde, p, nt, w, nfe);
+  return 0;
+}
+
+// log p_eps(x) of lane l after integrate(): the prior's log-density at x(T) plus delta
+template <class V>
+FS_HD double lane_log_prob(const SdeParams& sde, int D, const OdeBuffers<V>& w, int l) {
+  double sq = 0.0;
+  for (int d = 0; d < D; ++d) sq += (double)LaneAccess<V>::get(w.y[d], l) * LaneAccess<V>::get(w.y[d], l);
+  const double ps = prior_std(sde);
+  const double prior = -0.5 * sq / (ps * ps) - 0.5 * D * ::log(2.0 * 3.14159265358979323846 * ps * ps);
+  // Kahan: the sum minus its lost low-order bits
+  return prior + ((double)LaneAccess<V>::get(w.y[D], l) - (double)LaneAccess<V>::get(w.comp[0], l));
+}
+
+}  // namespace fastscore
