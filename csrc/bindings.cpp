@@ -12,6 +12,8 @@
 
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
+#include "cuda/api.h"
+#include "cuda/thread_body.h"
 #include "fastscore/philox.h"
 
 namespace py = pybind11;
@@ -36,6 +38,31 @@ MlpLayout to_layout(const LayoutTuple& t, const F32& weights) {
   return L;
 }
 
+// the CUDA kernels' per-thread arrays are sized by gpu::kMax* (thread_body.h)
+MlpLayout to_gpu_layout(const LayoutTuple& t, const F32& weights) {
+  const MlpLayout L = to_layout(t, weights);
+  if (L.dim > gpu::kMaxDim || L.width > gpu::kMaxWidth || embed_dim(L) > gpu::kMaxEmbed)
+    throw std::invalid_argument("layout out of range for the CUDA kernels");
+  return L;
+}
+
+SampleSpec to_sample_spec(int method, int64_t n, int steps, double eps, uint64_t seed, int64_t start, double snr,
+                          int corrector_steps, bool denoise) {
+  if (n < 0 || steps < 1 || method < kEM || method > kOdeHeun || corrector_steps < 0)
+    throw std::invalid_argument("n >= 0, steps >= 1, a known method and corrector_steps >= 0 required");
+  return SampleSpec{method, steps, eps, seed, start, snr, corrector_steps, denoise};
+}
+
+LogProbSpec to_log_prob_spec(int method, int steps, double eps, double rtol, double atol, bool hutchinson,
+                             uint64_t seed) {
+  if (steps < 1 || method < kLpEuler || method > kLpRk45) throw std::invalid_argument("bad method or steps");
+  return LogProbSpec{method, steps, eps, rtol, atol, hutchinson, seed};
+}
+
+void check_rows(const F32& x, int dim) {
+  if (x.ndim() != 2 || x.shape(1) != dim) throw std::invalid_argument("x must be [n, dim]");
+}
+
 SdeParams to_sde(const SdeTuple& t) {
   SdeParams s;
   std::tie(s.kind, s.p0, s.p1, s.T) = t;
@@ -55,7 +82,14 @@ PYBIND11_MODULE(_core, mod) {
     d["isa"] = cpu::kIsa;
     d["tile"] = cpu::kTile;
     d["max_dim"] = cpu::kMaxDim;
+#ifdef FASTSCORE_WITH_CUDA
+    d["cuda_compiled"] = true;
+#else
     d["cuda_compiled"] = false;
+#endif
+    d["cuda_max_dim"] = gpu::kMaxDim;
+    d["cuda_max_width"] = gpu::kMaxWidth;
+    d["cuda_max_embed"] = gpu::kMaxEmbed;
     return d;
   });
 
@@ -123,7 +157,7 @@ PYBIND11_MODULE(_core, mod) {
       "mlp_eval",
       [](F32 weights, const LayoutTuple& layout, F32 x, double t) {
         const MlpLayout L = to_layout(layout, weights);
-        if (x.ndim() != 2 || x.shape(1) != L.dim) throw std::invalid_argument("x must be [n, dim]");
+        check_rows(x, L.dim);
         const int64_t n = x.shape(0);
         F32 out = new_rows(n, L.dim);
         const float* w = weights.data();
@@ -143,10 +177,8 @@ PYBIND11_MODULE(_core, mod) {
       [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int method, int64_t n, int steps, double eps,
          uint64_t seed, int64_t start, double snr, int corrector_steps, bool denoise) {
         const MlpLayout L = to_layout(layout, weights);
-        if (n < 0 || steps < 1 || method < kEM || method > kOdeHeun || corrector_steps < 0)
-          throw std::invalid_argument("n >= 0, steps >= 1, a known method and corrector_steps >= 0 required");
+        const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
         const SdeParams s = to_sde(sde);
-        const SampleSpec spec{method, steps, eps, seed, start, snr, corrector_steps, denoise};
         F32 out = new_rows(n, L.dim);
         const float* w = weights.data();
         float* op = out.mutable_data();
@@ -164,7 +196,7 @@ PYBIND11_MODULE(_core, mod) {
       "score_trace",
       [](F32 weights, const LayoutTuple& layout, F32 x, double t, bool hutchinson, uint64_t seed) {
         const MlpLayout L = to_layout(layout, weights);
-        if (x.ndim() != 2 || x.shape(1) != L.dim) throw std::invalid_argument("x must be [n, dim]");
+        check_rows(x, L.dim);
         const int64_t n = x.shape(0);
         F32 s = new_rows(n, L.dim);
         F32 tr(n);
@@ -184,10 +216,9 @@ PYBIND11_MODULE(_core, mod) {
       [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
          double rtol, double atol, bool hutchinson, uint64_t seed) {
         const MlpLayout L = to_layout(layout, weights);
-        if (x.ndim() != 2 || x.shape(1) != L.dim) throw std::invalid_argument("x must be [n, dim]");
-        if (steps < 1 || method < kLpEuler || method > kLpRk45) throw std::invalid_argument("bad method or steps");
+        check_rows(x, L.dim);
+        const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
         const SdeParams s = to_sde(sde);
-        const LogProbSpec spec{method, steps, eps, rtol, atol, hutchinson, seed};
         const int64_t n = x.shape(0);
         F64 logp(n);
         py::array_t<int64_t> nfe(n);
@@ -204,4 +235,97 @@ PYBIND11_MODULE(_core, mod) {
       "(log p [n], nfe [n], failed) by the probability-flow ODE (method: 0 euler, 1 heun, 2 rk4, 3 rk45)",
       py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("method"), py::arg("steps"),
       py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"));
+
+  // The CUDA kernels' launches with every thread body run on the CPU (csrc/cuda/emulate.cpp).
+  mod.def(
+      "emulate_sample",
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int method, int64_t n, int steps, double eps,
+         uint64_t seed, int64_t start, double snr, int corrector_steps, bool denoise, bool stage_shared) {
+        const MlpLayout L = to_gpu_layout(layout, weights);
+        const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
+        const SdeParams s = to_sde(sde);
+        F32 out = new_rows(n, L.dim);
+        const float* w = weights.data();
+        float* op = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          gpu::emulate_sample(L, w, s, spec, n, op, stage_shared);
+        }
+        return out;
+      },
+      "the CUDA sampler launches emulated on the CPU: [n, dim]", py::arg("weights"), py::arg("layout"),
+      py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"), py::arg("seed"),
+      py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"), py::arg("stage_shared"));
+
+  mod.def(
+      "emulate_log_prob",
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
+         double rtol, double atol, bool hutchinson, uint64_t seed, bool stage_shared) {
+        const MlpLayout L = to_gpu_layout(layout, weights);
+        const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
+        const SdeParams s = to_sde(sde);
+        check_rows(x, L.dim);
+        const int64_t n = x.shape(0);
+        F64 logp(n);
+        py::array_t<int64_t> nfe(n);
+        const float *w = weights.data(), *xp = x.data();
+        double* lp = logp.mutable_data();
+        int64_t* np_ = nfe.mutable_data();
+        int64_t failed;
+        {
+          py::gil_scoped_release nogil;
+          failed = gpu::emulate_log_prob(L, w, s, spec, xp, n, lp, np_, stage_shared);
+        }
+        return py::make_tuple(logp, nfe, failed);
+      },
+      "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", py::arg("weights"),
+      py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("method"), py::arg("steps"), py::arg("eps"),
+      py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"), py::arg("stage_shared"));
+
+#ifdef FASTSCORE_WITH_CUDA
+  // The CUDA kernels on device pointers (integers), queued on the caller's stream.
+  mod.def("cuda_devices", [] {
+    std::string reason;
+    const int count = gpu::device_count(&reason);
+    py::list names;
+    for (int d = 0; d < count; ++d) names.append(gpu::device_name(d));
+    return py::make_tuple(names, reason);
+  }, "(names of the usable CUDA devices, the runtime's reason when there are none)");
+
+  mod.def(
+      "cuda_sample",
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int method, int64_t n, int steps, double eps,
+         uint64_t seed, int64_t start, double snr, int corrector_steps, bool denoise, uintptr_t out, int device,
+         uintptr_t stream) {
+        const MlpLayout L = to_gpu_layout(layout, weights);
+        const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
+        const SdeParams s = to_sde(sde);
+        const float* w = weights.data();
+        py::gil_scoped_release nogil;
+        gpu::sample(L, w, s, spec, n, reinterpret_cast<float*>(out), device, stream);
+      },
+      "queue the fused CUDA sampler writing [n, dim] float32 at device pointer `out`", py::arg("weights"),
+      py::arg("layout"), py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"),
+      py::arg("seed"), py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"),
+      py::arg("out"), py::arg("device"), py::arg("stream"));
+
+  mod.def(
+      "cuda_log_prob",
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, uintptr_t x, int64_t n, int method, int steps,
+         double eps, double rtol, double atol, bool hutchinson, uint64_t seed, uintptr_t logp, uintptr_t nfe,
+         int device, uintptr_t stream) {
+        const MlpLayout L = to_gpu_layout(layout, weights);
+        const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
+        const SdeParams s = to_sde(sde);
+        const float* w = weights.data();
+        py::gil_scoped_release nogil;
+        return gpu::log_prob(L, w, s, spec, reinterpret_cast<const float*>(x), n, reinterpret_cast<double*>(logp),
+                             reinterpret_cast<int64_t*>(nfe), device, stream);
+      },
+      "the CUDA likelihood on device pointers x [n, dim] float32 -> logp [n] float64, nfe [n] int64; "
+      "waits for `stream` and returns the number of failed rk45 solves",
+      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("n"), py::arg("method"),
+      py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"),
+      py::arg("logp"), py::arg("nfe"), py::arg("device"), py::arg("stream"));
+#endif
 }

@@ -58,7 +58,7 @@ FS_HD void score_and_trace(const MlpLayout& L, const MlpWeights& m, int nt, cons
 // k [dim + 1] = augmented velocity at y [dim + 1], lane l at time t[l]:
 // dx/dt = f x - 1/2 g^2 s,  d delta/dt = dim f - 1/2 g^2 tr(ds/dx).
 template <int J, bool KMajor, class V>
-FS_HD void velocity(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, int nt, const double* t, const V* y,
+FS_HD_OUTLINE void velocity(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, int nt, const double* t, const V* y,
                     V* k, const OdeBuffers<V>& w) {
   const int D = L.dim;
   V tr;
@@ -126,7 +126,7 @@ FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams&
 template <int J, bool KMajor, class V>
 FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbSpec& p, int nt,
                          int count, const OdeBuffers<V>& w, int64_t* nfe) {
-  using DP = DormandPrince;
+  const DormandPrince DP = dormand_prince();
   constexpr int NL = LaneAccess<V>::count;
   const int D = L.dim, C = D + 1;
   double t[NL], h[NL], ts[NL];
@@ -152,16 +152,16 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
     for (int i = 1; i < 6; ++i) {
       for (int c = 0; c < C; ++c) {
         V acc{};
-        for (int j = 0; j < i; ++j) acc += (float)DP::a[i][j] * w.stage(j, D)[c];
+        for (int j = 0; j < i; ++j) acc += (float)DP.a[i][j] * w.stage(j, D)[c];
         w.y1[c] = w.y[c] + hv * acc;
       }
-      for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + DP::c[i] * h[l];
+      for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + DP.c[i] * h[l];
       velocity<J, KMajor>(L, m, sde, nt, ts, w.y1, w.stage(i, D), w);
     }
     V incr_delta{};
     for (int c = 0; c < C; ++c) {
       V acc{};
-      for (int i = 0; i < 6; ++i) acc += (float)DP::b[i] * w.stage(i, D)[c];
+      for (int i = 0; i < 6; ++i) acc += (float)DP.b[i] * w.stage(i, D)[c];
       if (c == D) incr_delta = hv * acc;
       w.y5[c] = w.y[c] + hv * acc;
     }
@@ -171,7 +171,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
     V err_sq{};
     for (int c = 0; c < C; ++c) {
       V e{};
-      for (int i = 0; i < 7; ++i) e += (float)DP::e[i] * w.stage(i, D)[c];
+      for (int i = 0; i < 7; ++i) e += (float)DP.e[i] * w.stage(i, D)[c];
       e = hv * e;
       for (int l = 0; l < NL; ++l) {
         const double scale =

@@ -41,19 +41,24 @@ FS_HD Tableau fixed_tableau(int method) {
   }
 }
 
-// Dormand–Prince 5(4), as scipy's RK45: nodes, matrix, 5th-order weights, error weights (7 stages)
+// Dormand–Prince 5(4), as scipy's RK45: nodes, matrix, 5th-order weights, error weights (7
+// stages). A value returned by a function (like fixed_tableau), not static arrays, so device
+// code can read it.
 struct DormandPrince {
-  static constexpr double c[6] = {0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0};
-  static constexpr double a[6][5] = {{0, 0, 0, 0, 0},
-                                     {1.0 / 5, 0, 0, 0, 0},
-                                     {3.0 / 40, 9.0 / 40, 0, 0, 0},
-                                     {44.0 / 45, -56.0 / 15, 32.0 / 9, 0, 0},
-                                     {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729, 0},
-                                     {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656}};
-  static constexpr double b[6] = {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84};
-  static constexpr double e[7] = {-71.0 / 57600, 0.0, 71.0 / 16695, -71.0 / 1920, 17253.0 / 339200, -22.0 / 525,
-                                  1.0 / 40};
+  double c[6], a[6][5], b[6], e[7];
 };
+
+FS_HD DormandPrince dormand_prince() {
+  return DormandPrince{{0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0},
+                       {{0, 0, 0, 0, 0},
+                        {1.0 / 5, 0, 0, 0, 0},
+                        {3.0 / 40, 9.0 / 40, 0, 0, 0},
+                        {44.0 / 45, -56.0 / 15, 32.0 / 9, 0, 0},
+                        {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729, 0},
+                        {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656}},
+                       {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84},
+                       {-71.0 / 57600, 0.0, 71.0 / 16695, -71.0 / 1920, 17253.0 / 339200, -22.0 / 525, 1.0 / 40}};
+}
 
 constexpr int kRk45MaxAttempts = 100000;
 

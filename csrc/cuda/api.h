@@ -1,0 +1,37 @@
+// The CUDA backend's host entry points (kernels.cu, built only with FASTSCORE_WITH_CUDA) and
+// the emulation harness (emulate.cpp, always built). Plain pointers and integers: the
+// bindings pass device pointers and the caller's stream as integers, so nothing here (and
+// nothing in the module) links against libtorch.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "fastscore/mlp.h"
+#include "fastscore/ode.h"
+#include "fastscore/samplers.h"
+#include "fastscore/sde.h"
+
+namespace fastscore {
+namespace gpu {
+
+// Number of usable devices, or 0 with the CUDA runtime's reason in `reason`.
+int device_count(std::string* reason);
+std::string device_name(int device);
+
+// The kernels: host weights (packed, out-major); out, x, logp, nfe are device pointers on
+// `device`; work is queued on `stream` (a cudaStream_t as an integer, 0: the legacy default).
+// sample returns once queued; log_prob waits for its stream (it reports rk45 failures).
+void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
+            float* out, int device, uintptr_t stream);
+int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+                 const float* x, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream);
+
+// The same launches with every (block, thread) body run on the CPU, in block order; host
+// pointers. stage_shared: route the weights through an emulated shared-memory copy.
+void emulate_sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec,
+                    int64_t n, float* out, bool stage_shared);
+int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+                         const float* x, int64_t n, double* logp, int64_t* nfe, bool stage_shared);
+
+}  // namespace gpu
+}  // namespace fastscore

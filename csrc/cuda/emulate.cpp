@@ -1,0 +1,60 @@
+// The emulation harness: the CUDA launches of kernels.cu with each (block, thread) body run
+// on the CPU. Same launch plan (launch_plan.h), same grid arithmetic, same staging, same
+// per-thread code (thread_body.h); only the scheduling differs (blocks one after another,
+// threads in order, __syncthreads implied between staging and the bodies).
+#include <vector>
+
+#include "api.h"
+#include "launch_plan.h"
+
+namespace fastscore {
+namespace gpu {
+
+namespace {
+
+// body(weights, i) for every thread of a grid covering n samples, weights staged per block
+// into an emulated shared-memory buffer when stage_shared
+template <class Body>
+void run_grid(int64_t n, const std::vector<float>& weights, bool stage_shared, Body body) {
+  const int grid = (int)((n + kBlock - 1) / kBlock);
+  std::vector<float> shared(stage_shared ? weights.size() : 0);
+  for (int block = 0; block < grid; ++block) {
+    if (stage_shared) {
+      for (float& v : shared) v = NAN;  // a fresh block: nothing left from the previous one
+      for (int t = 0; t < kBlock; ++t) stage_weights(weights.data(), shared.data(), weights.size(), t, kBlock);
+    }
+    const float* w = stage_shared ? shared.data() : weights.data();
+    for (int t = 0; t < kBlock; ++t) {
+      const int64_t i = thread_sample(block, t, kBlock);
+      if (i < n) body(w, i);
+    }
+  }
+}
+
+}  // namespace
+
+void emulate_sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec,
+                    int64_t n, float* out, bool stage_shared) {
+  const std::vector<float> w = k_major_weights(L, weights);
+  for_each_chunk(spec, [&](int k0, int k1) {
+    const std::vector<float> table = bias_table(L, w.data(), sde, spec, k0, k1);
+    const SampleArgs a{L, sde, spec, w.data(), table.data(), k0, k1, n, out, stage_shared};
+    with_width(L.width, [&](auto width) {
+      run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { sample_thread<width()>(a, wt, i); });
+    });
+  });
+}
+
+int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+                         const float* x, int64_t n, double* logp, int64_t* nfe, bool stage_shared) {
+  const std::vector<float> w = k_major_weights(L, weights);
+  const LogProbArgs a{L, sde, spec, w.data(), x, n, logp, nfe, stage_shared};
+  int64_t failed = 0;
+  with_width(L.width, [&](auto width) {
+    run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { failed += log_prob_thread<width()>(a, wt, i); });
+  });
+  return failed;
+}
+
+}  // namespace gpu
+}  // namespace fastscore

@@ -1,0 +1,143 @@
+// The CUDA kernels: one sample per thread running thread_body.h (the shared headers' code
+// with V = float), weights staged once per block in shared memory when they fit. Every CUDA
+// call is checked; work goes on the caller's stream into the caller's buffers.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "api.h"
+#include "launch_plan.h"
+
+namespace fastscore {
+namespace gpu {
+
+namespace {
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
+}
+#define FS_CUDA_CHECK(call) check((call), #call)
+
+template <int W>
+__global__ void __launch_bounds__(kBlock, kMinBlocks) sample_kernel(SampleArgs a) {
+  extern __shared__ float shared[];
+  const float* w = a.weights;
+  if (a.stage_shared) {
+    stage_weights(a.weights, shared, packed_size(a.L), threadIdx.x, blockDim.x);
+    __syncthreads();
+    w = shared;
+  }
+  const int64_t i = thread_sample(blockIdx.x, threadIdx.x, blockDim.x);
+  if (i < a.n) sample_thread<W>(a, w, i);
+}
+
+template <int W>
+__global__ void __launch_bounds__(kBlock, kMinBlocks) log_prob_kernel(LogProbArgs a, unsigned long long* failed) {
+  extern __shared__ float shared[];
+  const float* w = a.weights;
+  if (a.stage_shared) {
+    stage_weights(a.weights, shared, packed_size(a.L), threadIdx.x, blockDim.x);
+    __syncthreads();
+    w = shared;
+  }
+  const int64_t i = thread_sample(blockIdx.x, threadIdx.x, blockDim.x);
+  if (i < a.n && log_prob_thread<W>(a, w, i)) atomicAdd(failed, 1ull);
+}
+
+// A device buffer freed in stream order when it goes out of scope.
+template <class T>
+struct StreamBuffer {
+  StreamBuffer(size_t count, cudaStream_t s) : stream(s) {
+    FS_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ptr), count * sizeof(T), stream));
+  }
+  ~StreamBuffer() { cudaFreeAsync(ptr, stream); }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  void upload(const std::vector<T>& host) {
+    FS_CUDA_CHECK(cudaMemcpyAsync(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+  }
+  T* ptr = nullptr;
+  cudaStream_t stream;
+};
+
+// Shared-memory bytes for the weights of L on `device` (0: too many, read from global), after
+// allowing the kernel that much dynamic shared memory.
+template <class Kernel>
+size_t shared_bytes_for(const MlpLayout& L, int device, Kernel kernel) {
+  int optin = 0;
+  FS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const size_t bytes = packed_size(L) * sizeof(float);
+  if (bytes > (size_t)optin) return 0;
+  FS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  return bytes;
+}
+
+unsigned grid_for(int64_t n) { return (unsigned)((n + kBlock - 1) / kBlock); }
+
+}  // namespace
+
+int device_count(std::string* reason) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    *reason = cudaGetErrorString(err);
+    cudaGetLastError();  // reset the runtime's last-error state
+    return 0;
+  }
+  if (count == 0) *reason = "no CUDA device";
+  return count;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp prop;
+  FS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop.name;
+}
+
+void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
+            float* out, int device, uintptr_t stream_handle) {
+  if (n == 0) return;
+  FS_CUDA_CHECK(cudaSetDevice(device));
+  const cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  const std::vector<float> w = k_major_weights(L, weights);
+  StreamBuffer<float> dw(w.size(), stream), table(bias_rows(0, kChunkSteps) * (size_t)L.width, stream);
+  dw.upload(w);
+  with_width(L.width, [&](auto width) {
+    auto kernel = sample_kernel<width()>;
+    const size_t smem = shared_bytes_for(L, device, kernel);
+    for_each_chunk(spec, [&](int k0, int k1) {
+      table.upload(bias_table(L, w.data(), sde, spec, k0, k1));
+      const SampleArgs a{L, sde, spec, dw.ptr, table.ptr, k0, k1, n, out, smem > 0};
+      kernel<<<grid_for(n), kBlock, smem, stream>>>(a);
+      FS_CUDA_CHECK(cudaGetLastError());
+    });
+  });
+}
+
+int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+                 const float* x, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream_handle) {
+  if (n == 0) return 0;
+  FS_CUDA_CHECK(cudaSetDevice(device));
+  const cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  const std::vector<float> w = k_major_weights(L, weights);
+  StreamBuffer<float> dw(w.size(), stream);
+  StreamBuffer<unsigned long long> failed(1, stream);
+  dw.upload(w);
+  FS_CUDA_CHECK(cudaMemsetAsync(failed.ptr, 0, sizeof(unsigned long long), stream));
+  with_width(L.width, [&](auto width) {
+    auto kernel = log_prob_kernel<width()>;
+    const size_t smem = shared_bytes_for(L, device, kernel);
+    const LogProbArgs a{L, sde, spec, dw.ptr, x, n, logp, nfe, smem > 0};
+    kernel<<<grid_for(n), kBlock, smem, stream>>>(a, failed.ptr);
+    FS_CUDA_CHECK(cudaGetLastError());
+  });
+  unsigned long long host_failed = 0;
+  FS_CUDA_CHECK(cudaMemcpyAsync(&host_failed, failed.ptr, sizeof host_failed, cudaMemcpyDeviceToHost, stream));
+  FS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return (int64_t)host_failed;
+}
+
+}  // namespace gpu
+}  // namespace fastscore
