@@ -26,7 +26,10 @@ def log_prob(
     seed: int = 0,
     return_info: bool = False,
 ):
-    """log p_eps(x) in nats, shape [n], for data points x [n, dim].
+    """log p_eps(x) in nats, shape [n], for data points x [n, dim], on x's device.
+
+    x: a torch tensor, numpy array, or any CUDA array exposing ``__cuda_array_interface__`` or
+    DLPack (taken without a copy).
 
     Integrates the augmented probability-flow ODE [x, log p] from eps to T (seed 000)
     with the divergence of the drift computed exactly ("exact") or by Hutchinson's
@@ -41,6 +44,7 @@ def log_prob(
     plan = make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed)
     x = check_points(x, plan.dim)
     logp, nfe = select(backend, "log_prob", plan.method).log_prob(model, sde, x, plan)
+    logp, nfe = logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
     return (logp, {"nfe": nfe}) if return_info else logp
 
 

@@ -87,12 +87,26 @@ def model_dim(model: nn.Module) -> int:
     return dim
 
 
+def as_tensor(x):
+    """x as a torch tensor without copying: numpy arrays, and CUDA arrays of other libraries
+    through ``__cuda_array_interface__`` or DLPack; anything else is returned unchanged."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, torch.Tensor):
+        return x
+    if hasattr(x, "__cuda_array_interface__"):
+        return torch.as_tensor(x, device="cuda")
+    if hasattr(x, "__dlpack__"):
+        return torch.from_dlpack(x)
+    return x
+
+
 def check_points(x, dim: int) -> torch.Tensor:
     """Data points [n, dim] as a tensor; rejects wrong shapes and non-finite values."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+    x = as_tensor(x)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch tensor or numpy array [n, {dim}], got {type(x).__name__}")
+        raise TypeError(f"x must be a torch tensor, numpy array or CUDA / DLPack array [n, {dim}], "
+                        f"got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != dim:
         raise ValueError(f"x must have shape [n, {dim}] for this model, got {tuple(x.shape)}")
     if not x.is_floating_point():

@@ -11,6 +11,7 @@ from torch import nn
 
 import fastscore as fs
 from fastscore.backends import cpu as cpu_backend
+from fastscore.plan import check_points
 
 NAN, INF = float("nan"), float("inf")
 SDE = fs.VPSDE(0.1, 20.0)
@@ -164,9 +165,9 @@ X_BAD = [
     (torch.ones(4, 2, dtype=torch.int64), TypeError, "floating-point"),
     (np.ones((4, 2), dtype=np.int32), TypeError, "floating-point"),
     (torch.ones(4, 2, dtype=torch.bool), TypeError, "floating-point"),
-    ([[0.1, 0.2], [0.3, 0.4]], TypeError, "x must be a torch tensor or numpy array"),
-    ("x", TypeError, "x must be a torch tensor or numpy array"),
-    (None, TypeError, "x must be a torch tensor or numpy array"),
+    ([[0.1, 0.2], [0.3, 0.4]], TypeError, "x must be a torch tensor, numpy array"),
+    ("x", TypeError, "x must be a torch tensor, numpy array"),
+    (None, TypeError, "x must be a torch tensor, numpy array"),
 ]
 
 
@@ -226,6 +227,22 @@ def test_backends_report():
         assert info[native]["compiled"] or not info[native]["available"], native
 
 
+@pytest.mark.skipif(cpu_backend._core is None or not cpu_backend._core.build_info()["cuda_compiled"],
+                    reason="built without CUDA kernels")
+def test_cuda_build_imports_and_reports_without_a_gpu():
+    """A module with CUDA kernels imports on a machine without a GPU or driver (static CUDA
+    runtime) and reports why it cannot run them."""
+    names, reason = cpu_backend._core.cuda_devices()
+    entry = fs.backends()["cuda"]
+    assert entry["compiled"] is True
+    if not names:
+        assert entry["available"] is False and reason in entry["detail"]
+    if not entry["available"]:  # auto then runs elsewhere, with the same numbers
+        assert fs.backends()["cpu"]["available"]
+        model = _model()
+        assert torch.equal(fs.sample(model, SDE, 3, steps=2), fs.sample(model, SDE, 3, steps=2, backend="cpu"))
+
+
 @pytest.mark.parametrize("name", ["cpu", "cuda", "numba"])
 def test_unavailable_backend_says_why(name):
     entry = fs.backends()[name]
@@ -253,3 +270,25 @@ def test_zero_samples_give_an_empty_tensor_on_every_backend(dim):
             ran.append((name, method))
     assert ("torch", "em") in ran and len(ran) >= 4
     assert fs.sample(model, SDE, 0, steps=3, backend="auto").shape == (0, dim)
+
+
+class DLPackOnly:
+    """An array of another library that offers only the DLPack protocol."""
+
+    def __init__(self, t):
+        self._t = t
+
+    def __dlpack__(self, **kwargs):
+        return self._t.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._t.__dlpack_device__()
+
+
+def test_log_prob_takes_dlpack_arrays_without_copying():
+    model = fs.ScoreMLP(2, 16, 2)
+    x = torch.randn(5, 2)
+    wrapped = DLPackOnly(x)
+    assert check_points(wrapped, 2).data_ptr() == x.data_ptr()
+    got = fs.log_prob(model, fs.VPSDE(), wrapped, "euler", steps=4, backend="torch")
+    assert torch.equal(got, fs.log_prob(model, fs.VPSDE(), x, "euler", steps=4, backend="torch"))

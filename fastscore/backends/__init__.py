@@ -1,23 +1,23 @@
 """Backend registry: what each backend can run, and the one place a backend is chosen.
 
 ``backends()`` reports availability; ``select`` resolves ``backend="auto"`` (fastest
-available: cpu, then numba, then the torch reference) and ends in an error that says how
+available: cuda, cpu, numba, then the torch reference) and ends in an error that says how
 to fix the request when the named backend cannot run it.
 """
 
 from __future__ import annotations
 
-from . import cpu, numba_backend, reference
+from . import cpu, cuda, numba_backend, reference
 
 NAMES = ("cpu", "cuda", "numba", "torch")
-_MODULES = {"cpu": cpu, "numba": numba_backend, "torch": reference}
+_MODULES = {"cpu": cpu, "cuda": cuda, "numba": numba_backend, "torch": reference}
 
 
 def backends() -> dict:
     """Per backend: ``available`` (usable now), ``compiled`` (native code present), ``detail``."""
     return {
         "cpu": cpu.info(),
-        "cuda": cpu.cuda_info(),
+        "cuda": cuda.info(),
         "numba": numba_backend.info(),
         "torch": {"available": True, "compiled": False, "detail": "reference (PyTorch)"},
     }

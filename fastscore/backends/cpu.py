@@ -29,12 +29,6 @@ def info() -> dict:
             "detail": f"OpenMP, {b['openmp_threads']} threads, {b['isa']}, tile {b['tile']}"}
 
 
-def cuda_info() -> dict:
-    if _core is None or not _core.build_info()["cuda_compiled"]:
-        return {"available": False, "compiled": False, "detail": "built without CUDA kernels"}
-    return {"available": False, "compiled": True, "detail": "CUDA kernels compiled; no runtime checks yet"}
-
-
 def layout(p: PackedModel) -> tuple:
     """The layout tuple the bindings take (csrc/bindings.cpp, LayoutTuple)."""
     return (p.dim, p.width, p.depth, p.activation, p.time_embedding, p.n_freqs, p.std_sde_kind, p.std_sde_params)
@@ -65,7 +59,12 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
     logp, nfe, failed = _core.log_prob(p.weights, layout(p), sde_tuple(sde), xs, LOG_PROB_CODES[plan.method],
                                        plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson",
                                        plan.seed)
-    if failed:
-        raise RuntimeError(f"rk45 gave up on {failed} of {len(xs)} samples (too many steps); loosen rtol/atol "
-                           "or use a fixed-step method")
+    rk45_failure(failed, len(xs))
     return torch.from_numpy(logp), torch.from_numpy(nfe)
+
+
+def rk45_failure(failed: int, n: int) -> None:
+    """Raises when a kernel's rk45 solve gave up on some samples (their results are garbage)."""
+    if failed:
+        raise RuntimeError(f"rk45 gave up on {failed} of {n} samples (too many steps); loosen rtol/atol "
+                           "or use a fixed-step method")

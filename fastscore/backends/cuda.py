@@ -1,0 +1,75 @@
+"""The CUDA backend: the fused kernels of ``fastscore._core`` on CUDA memory.
+
+The extension does not link against libtorch: this module hands it device pointers and the
+caller's current stream as integers, and allocates the outputs as torch tensors on the
+input's device (for ``sample``, the model's device if it is a CUDA device, else the current
+one). Inputs may be torch CUDA tensors or any ``__cuda_array_interface__`` / DLPack array
+(``fastscore.plan.check_points`` takes them without a copy)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..nn import PackedModel, pack
+from ..plan import LOG_PROB_CODES, METHOD_CODES, LogProbPlan, SamplePlan
+from ..sde import SDE
+from .cpu import _core, layout, rk45_failure, sde_tuple
+
+SUPPORTS = {("sample", m) for m in METHOD_CODES} | {("log_prob", m) for m in LOG_PROB_CODES}
+
+
+def info() -> dict:
+    if _core is None or not _core.build_info()["cuda_compiled"]:
+        return {"available": False, "compiled": False,
+                "detail": "built without CUDA kernels (no nvcc at build time, or FASTSCORE_CUDA=OFF)"}
+    names, reason = _core.cuda_devices()
+    if not names:
+        return {"available": False, "compiled": True, "detail": f"CUDA kernels compiled; no usable device: {reason}"}
+    if not torch.cuda.is_available():
+        return {"available": False, "compiled": True,
+                "detail": f"{names[0]} found, but this torch build has no CUDA (outputs are torch CUDA tensors)"}
+    return {"available": True, "compiled": True, "detail": ", ".join(names)}
+
+
+def check_layout(p: PackedModel) -> None:
+    b = _core.build_info()
+    embed = 1 if p.time_embedding == 0 else 2 * p.n_freqs
+    if p.dim > b["cuda_max_dim"] or p.width > b["cuda_max_width"] or embed > b["cuda_max_embed"]:
+        raise ValueError(
+            f"the CUDA kernels take dim <= {b['cuda_max_dim']}, width <= {b['cuda_max_width']} and at most "
+            f"{b['cuda_max_embed'] // 2} Fourier features; this model has dim {p.dim}, width {p.width}, "
+            f"time embedding size {embed}: use backend='cpu'")
+
+
+def model_device(model) -> torch.device:
+    """The model's CUDA device, or the current CUDA device for a model on the CPU."""
+    device = next(model.parameters()).device
+    return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+
+
+def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
+    p = pack(model)
+    check_layout(p)
+    device = model_device(model)
+    out = torch.empty((plan.n, p.dim), dtype=torch.float32, device=device)
+    stream = torch.cuda.current_stream(device).cuda_stream
+    _core.cuda_sample(p.weights, layout(p), sde_tuple(sde), METHOD_CODES[plan.method], plan.n, plan.steps, plan.eps,
+                      plan.seed, plan.start, plan.snr, plan.corrector_steps, plan.denoise, out.data_ptr(),
+                      device.index, stream)
+    return out
+
+
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    p = pack(model)
+    check_layout(p)
+    device = x.device if x.is_cuda else model_device(model)
+    xs = x.detach().to(device=device, dtype=torch.float32).contiguous()
+    n = xs.shape[0]
+    logp = torch.empty(n, dtype=torch.float64, device=device)
+    nfe = torch.empty(n, dtype=torch.int64, device=device)
+    stream = torch.cuda.current_stream(device).cuda_stream
+    failed = _core.cuda_log_prob(p.weights, layout(p), sde_tuple(sde), xs.data_ptr(), n, LOG_PROB_CODES[plan.method],
+                                 plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson", plan.seed,
+                                 logp.data_ptr(), nfe.data_ptr(), device.index, stream)
+    rk45_failure(failed, n)
+    return logp, nfe
