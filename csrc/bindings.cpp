@@ -71,6 +71,39 @@ SdeParams to_sde(const SdeTuple& t) {
 
 F32 new_rows(int64_t n, int dim) { return F32({(py::ssize_t)n, (py::ssize_t)dim}); }
 
+
+// A host sampler (CPU kernel or CUDA emulation) run without the GIL: kernel(weights, out) fills
+// out [n, dim].
+template <class Kernel>
+F32 run_sample(const MlpLayout& L, const F32& weights, int64_t n, Kernel kernel) {
+  F32 out = new_rows(n, L.dim);
+  const float* w = weights.data();
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    kernel(w, op);
+  }
+  return out;
+}
+
+// A host likelihood run without the GIL: kernel(weights, x, n, logp, nfe) returns the number of
+// failed rk45 solves. Returns (log p [n], nfe [n], failed).
+template <class Kernel>
+py::tuple run_log_prob(const MlpLayout& L, const F32& weights, const F32& x, Kernel kernel) {
+  check_rows(x, L.dim);
+  const int64_t n = x.shape(0);
+  F64 logp(n);
+  py::array_t<int64_t> nfe(n);
+  const float *w = weights.data(), *xp = x.data();
+  double* lp = logp.mutable_data();
+  int64_t* np_ = nfe.mutable_data();
+  int64_t failed;
+  {
+    py::gil_scoped_release nogil;
+    failed = kernel(w, xp, n, lp, np_);
+  }
+  return py::make_tuple(logp, nfe, failed);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, mod) {
@@ -179,14 +212,7 @@ PYBIND11_MODULE(_core, mod) {
         const MlpLayout L = to_layout(layout, weights);
         const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
         const SdeParams s = to_sde(sde);
-        F32 out = new_rows(n, L.dim);
-        const float* w = weights.data();
-        float* op = out.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          cpu::sample(L, w, s, spec, n, op);
-        }
-        return out;
+        return run_sample(L, weights, n, [&](const float* w, float* out) { cpu::sample(L, w, s, spec, n, out); });
       },
       "fused sampler (method: 0 em, 1 pc, 2 ode_euler, 3 ode_heun): [n, dim]", py::arg("weights"),
       py::arg("layout"), py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"),
@@ -216,21 +242,11 @@ PYBIND11_MODULE(_core, mod) {
       [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
          double rtol, double atol, bool hutchinson, uint64_t seed) {
         const MlpLayout L = to_layout(layout, weights);
-        check_rows(x, L.dim);
         const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
         const SdeParams s = to_sde(sde);
-        const int64_t n = x.shape(0);
-        F64 logp(n);
-        py::array_t<int64_t> nfe(n);
-        const float *w = weights.data(), *xp = x.data();
-        double* lp = logp.mutable_data();
-        int64_t* np_ = nfe.mutable_data();
-        int64_t failed;
-        {
-          py::gil_scoped_release nogil;
-          failed = cpu::log_prob(L, w, s, spec, xp, n, lp, np_);
-        }
-        return py::make_tuple(logp, nfe, failed);
+        return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
+          return cpu::log_prob(L, w, s, spec, xp, n, lp, nfe);
+        });
       },
       "(log p [n], nfe [n], failed) by the probability-flow ODE (method: 0 euler, 1 heun, 2 rk4, 3 rk45)",
       py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("method"), py::arg("steps"),
@@ -244,14 +260,8 @@ PYBIND11_MODULE(_core, mod) {
         const MlpLayout L = to_gpu_layout(layout, weights);
         const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
         const SdeParams s = to_sde(sde);
-        F32 out = new_rows(n, L.dim);
-        const float* w = weights.data();
-        float* op = out.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          gpu::emulate_sample(L, w, s, spec, n, op, stage_shared);
-        }
-        return out;
+        return run_sample(L, weights, n,
+                          [&](const float* w, float* out) { gpu::emulate_sample(L, w, s, spec, n, out, stage_shared); });
       },
       "the CUDA sampler launches emulated on the CPU: [n, dim]", py::arg("weights"), py::arg("layout"),
       py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"), py::arg("seed"),
@@ -264,19 +274,9 @@ PYBIND11_MODULE(_core, mod) {
         const MlpLayout L = to_gpu_layout(layout, weights);
         const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
         const SdeParams s = to_sde(sde);
-        check_rows(x, L.dim);
-        const int64_t n = x.shape(0);
-        F64 logp(n);
-        py::array_t<int64_t> nfe(n);
-        const float *w = weights.data(), *xp = x.data();
-        double* lp = logp.mutable_data();
-        int64_t* np_ = nfe.mutable_data();
-        int64_t failed;
-        {
-          py::gil_scoped_release nogil;
-          failed = gpu::emulate_log_prob(L, w, s, spec, xp, n, lp, np_, stage_shared);
-        }
-        return py::make_tuple(logp, nfe, failed);
+        return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
+          return gpu::emulate_log_prob(L, w, s, spec, xp, n, lp, nfe, stage_shared);
+        });
       },
       "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", py::arg("weights"),
       py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("method"), py::arg("steps"), py::arg("eps"),

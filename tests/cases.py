@@ -28,6 +28,17 @@ METHODS = [  # (method, steps, options)
 ]
 ACTIVATIONS = ["relu", "tanh", "silu", "leaky_relu", "softplus"]
 
+# The CUDA kernels (on a GPU and emulated): one network per kernel instantiation, widths 64
+# and 32 (activations in registers) and 33 (the generic kernel); em with more steps than
+# one launch holds (csrc/cuda/thread_body.h kChunkSteps = 256).
+CUDA_NETS = [(64, 5, "relu", "concat", False), (32, 3, "tanh", "fourier", True), (33, 2, "silu", "concat", False)]
+CUDA_METHODS = [
+    ("em", 256 + 24, {}),
+    ("pc", 12, {"corrector_steps": 2, "denoise": True}),
+    ("ode_euler", 30, {"denoise": True}),
+    ("ode_heun", 15, {}),
+]
+
 
 def method_id(m):
     return "-".join([m[0], *(f"{k}={v}" for k, v in m[2].items())])
@@ -35,6 +46,12 @@ def method_id(m):
 
 def net_id(n):
     return f"{n[2]}-{n[3]}-w{n[0]}d{n[1]}"
+
+
+def model_for(net, dim: int, sde):
+    """The ScoreMLP of a NETS / CUDA_NETS entry (output scaled by sde's sigma(t) if flagged)."""
+    width, depth, act, emb, scaled = net
+    return fs.ScoreMLP(dim, width, depth, act, emb, std_sde=sde if scaled else None)
 
 
 def fresh_seed() -> int:

@@ -6,7 +6,7 @@ import torch
 
 import fastscore as fs
 
-from cases import SDES, fresh_seed
+from cases import CUDA_METHODS, CUDA_NETS, SDES, fresh_seed, model_for
 from rounding import sample_bound
 
 pytestmark = [
@@ -14,19 +14,8 @@ pytestmark = [
     pytest.mark.skipif(not fs.backends()["cuda"]["available"], reason=fs.backends()["cuda"]["detail"]),
 ]
 
-# widths 64 and 32 (register instantiations) and 33 (the generic kernel)
-NETS = [(64, 5, "relu", "concat", False), (32, 3, "tanh", "fourier", True), (33, 2, "silu", "concat", False)]
-METHODS = [("em", 300, {}), ("pc", 12, {"corrector_steps": 2, "denoise": True}), ("ode_euler", 30, {"denoise": True}),
-           ("ode_heun", 15, {})]
-
-
-def model_for(net, dim, sde):
-    width, depth, act, emb, scaled = net
-    return fs.ScoreMLP(dim, width, depth, act, emb, std_sde=sde if scaled else None)
-
-
-@pytest.mark.parametrize("method", METHODS, ids=lambda m: m[0])
-@pytest.mark.parametrize("net", NETS, ids=lambda n: f"w{n[0]}")
+@pytest.mark.parametrize("method", CUDA_METHODS, ids=lambda m: m[0])
+@pytest.mark.parametrize("net", CUDA_NETS, ids=lambda n: f"w{n[0]}")
 def test_gpu_sampler_matches_reference_and_cpu_kernel(net, method):
     name, steps, options = method
     seed = fresh_seed()
@@ -46,7 +35,7 @@ def test_gpu_sampler_matches_reference_and_cpu_kernel(net, method):
 
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])
 @pytest.mark.parametrize("method", ["euler", "heun", "rk4"])
-@pytest.mark.parametrize("net", NETS, ids=lambda n: f"w{n[0]}")
+@pytest.mark.parametrize("net", CUDA_NETS, ids=lambda n: f"w{n[0]}")
 def test_gpu_fixed_step_log_prob_matches_cpu_kernel(net, method, trace):
     seed = fresh_seed()
     torch.manual_seed(seed)

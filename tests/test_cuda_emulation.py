@@ -11,24 +11,13 @@ import fastscore as fs
 from fastscore.backends import cpu as cpu_backend
 from fastscore.plan import LOG_PROB_CODES, METHOD_CODES
 
-from cases import SDES, fresh_seed
+from cases import CUDA_METHODS, CUDA_NETS, SDES, fresh_seed, model_for
 from rounding import sample_bound
 
 core = cpu_backend._core
 pytestmark = pytest.mark.skipif(core is None, reason="extension not built")
 
 BLOCK = 128  # csrc/cuda/thread_body.h kBlock
-CHUNK = 256  # kChunkSteps: sampler steps per launch
-
-# one network per kernel instantiation: width 64 and 32 (activations in registers on the
-# GPU) and a width with no instantiation of its own (the generic kernel)
-NETS = [(64, 5, "relu", "concat", False), (32, 3, "tanh", "fourier", True), (33, 2, "silu", "concat", False)]
-METHODS = [  # (method, steps, options); em with more steps than one launch holds
-    ("em", CHUNK + 24, {}),
-    ("pc", 12, {"corrector_steps": 2, "denoise": True}),
-    ("ode_euler", 30, {"denoise": True}),
-    ("ode_heun", 15, {}),
-]
 
 
 def emulate_sample(model, sde, n, method, steps, seed, start=0, stage_shared=True, **options):
@@ -48,13 +37,8 @@ def emulate_log_prob(model, sde, x, method, steps, trace="exact", seed=0, tol=1e
     return torch.from_numpy(logp), torch.from_numpy(nfe)
 
 
-def model_for(net, dim, sde):
-    width, depth, act, emb, scaled = net
-    return fs.ScoreMLP(dim, width, depth, act, emb, std_sde=sde if scaled else None)
-
-
-@pytest.mark.parametrize("method", METHODS, ids=lambda m: m[0])
-@pytest.mark.parametrize("net", NETS, ids=lambda n: f"w{n[0]}")
+@pytest.mark.parametrize("method", CUDA_METHODS, ids=lambda m: m[0])
+@pytest.mark.parametrize("net", CUDA_NETS, ids=lambda n: f"w{n[0]}")
 def test_emulated_sampler_matches_reference_and_cpu_kernel(net, method):
     name, steps, options = method
     seed = fresh_seed()
@@ -72,7 +56,7 @@ def test_emulated_sampler_matches_reference_and_cpu_kernel(net, method):
     assert torch.all((got - cpu).double().norm(dim=1) <= 2 * bound), f"seed {seed}"
 
 
-@pytest.mark.parametrize("net", NETS, ids=lambda n: f"w{n[0]}")
+@pytest.mark.parametrize("net", CUDA_NETS, ids=lambda n: f"w{n[0]}")
 def test_emulated_sample_depends_only_on_its_index(net):
     """Staging through shared memory reads the same weights, and sample i gives the same bits
     whatever block, thread or launch it lands in."""
@@ -88,7 +72,7 @@ def test_emulated_sample_depends_only_on_its_index(net):
 
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])
 @pytest.mark.parametrize("method", ["euler", "heun", "rk4"])
-@pytest.mark.parametrize("net", NETS, ids=lambda n: f"w{n[0]}")
+@pytest.mark.parametrize("net", CUDA_NETS, ids=lambda n: f"w{n[0]}")
 def test_emulated_fixed_step_log_prob_matches_cpu_kernel(net, method, trace):
     seed = fresh_seed()
     torch.manual_seed(seed)
@@ -104,7 +88,7 @@ def test_emulated_fixed_step_log_prob_matches_cpu_kernel(net, method, trace):
     assert torch.all((got - cpu).abs() <= 2 * (1e-4 * cpu.abs() + 1e-4)), (got - cpu).abs().max()
 
 
-@pytest.mark.parametrize("net", NETS[1:], ids=lambda n: f"w{n[0]}")
+@pytest.mark.parametrize("net", CUDA_NETS[1:], ids=lambda n: f"w{n[0]}")
 def test_emulated_rk45_meets_tolerance_per_sample(net):
     seed = fresh_seed()
     torch.manual_seed(seed)

@@ -6,7 +6,7 @@ import torch
 
 import fastscore as fs
 
-from cases import METHODS, NATIVE_BACKENDS, NETS, SDES, fresh_seed, method_id, net_id
+from cases import METHODS, NATIVE_BACKENDS, NETS, SDES, fresh_seed, method_id, model_for, net_id
 from rounding import sample_bound
 
 pytestmark = pytest.mark.skipif(not NATIVE_BACKENDS, reason="no native backend here")
@@ -19,15 +19,13 @@ backends = pytest.mark.parametrize("backend", NATIVE_BACKENDS)
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
 def test_sampler_matches_reference_within_rounding_bound(backend, method, net, sde):
     name, steps, options = method
-    width, depth, act, emb, scaled = net
     seed = fresh_seed()
     torch.manual_seed(seed)
-    dim = 1 + seed % 3
-    model = fs.ScoreMLP(dim, width, depth, act, emb, std_sde=sde if scaled else None)
+    model = model_for(net, 1 + seed % 3, sde)
     n = 21  # not a multiple of the tile: the last tile is partial
     x = fs.sample(model, sde, n, name, steps, backend=backend, seed=seed, **options)
     ref = fs.sample(model.double(), sde, n, name, steps, backend="torch", seed=seed, **options)
-    assert x.shape == (n, dim) and x.dtype == torch.float32
+    assert x.shape == (n, model.dim) and x.dtype == torch.float32
     traj, bound = sample_bound(model, sde, name, steps, options, n, seed)
     torch.testing.assert_close(traj, ref, rtol=1e-12, atol=0)  # the bound walks the reference's own trajectory
     err = (x.double() - ref).norm(dim=1)

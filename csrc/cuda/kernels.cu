@@ -20,28 +20,26 @@ void check(cudaError_t err, const char* what) {
 }
 #define FS_CUDA_CHECK(call) check((call), #call)
 
+// The block's weights: copied once into dynamic shared memory when the launch asks for it,
+// else the global copy. Every thread of the block must call it (it synchronises).
+__device__ const float* block_weights(const MlpLayout& L, const float* global, bool stage_shared) {
+  extern __shared__ float shared[];
+  if (!stage_shared) return global;
+  stage_weights(global, shared, packed_size(L), threadIdx.x, blockDim.x);
+  __syncthreads();
+  return shared;
+}
+
 template <int W>
 __global__ void __launch_bounds__(kBlock, kMinBlocks) sample_kernel(SampleArgs a) {
-  extern __shared__ float shared[];
-  const float* w = a.weights;
-  if (a.stage_shared) {
-    stage_weights(a.weights, shared, packed_size(a.L), threadIdx.x, blockDim.x);
-    __syncthreads();
-    w = shared;
-  }
+  const float* w = block_weights(a.L, a.weights, a.stage_shared);
   const int64_t i = thread_sample(blockIdx.x, threadIdx.x, blockDim.x);
   if (i < a.n) sample_thread<W>(a, w, i);
 }
 
 template <int W>
 __global__ void __launch_bounds__(kBlock, kMinBlocks) log_prob_kernel(LogProbArgs a, unsigned long long* failed) {
-  extern __shared__ float shared[];
-  const float* w = a.weights;
-  if (a.stage_shared) {
-    stage_weights(a.weights, shared, packed_size(a.L), threadIdx.x, blockDim.x);
-    __syncthreads();
-    w = shared;
-  }
+  const float* w = block_weights(a.L, a.weights, a.stage_shared);
   const int64_t i = thread_sample(blockIdx.x, threadIdx.x, blockDim.x);
   if (i < a.n && log_prob_thread<W>(a, w, i)) atomicAdd(failed, 1ull);
 }

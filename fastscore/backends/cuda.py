@@ -13,9 +13,10 @@ import torch
 from ..nn import PackedModel, pack
 from ..plan import LOG_PROB_CODES, METHOD_CODES, LogProbPlan, SamplePlan
 from ..sde import SDE
+from . import cpu
 from .cpu import _core, layout, rk45_failure, sde_tuple
 
-SUPPORTS = {("sample", m) for m in METHOD_CODES} | {("log_prob", m) for m in LOG_PROB_CODES}
+SUPPORTS = cpu.SUPPORTS  # every method the CPU kernels have
 
 
 def info() -> dict:
@@ -33,7 +34,7 @@ def info() -> dict:
 
 def check_layout(p: PackedModel) -> None:
     b = _core.build_info()
-    embed = 1 if p.time_embedding == 0 else 2 * p.n_freqs
+    embed = p.embed_dim
     if p.dim > b["cuda_max_dim"] or p.width > b["cuda_max_width"] or embed > b["cuda_max_embed"]:
         raise ValueError(
             f"the CUDA kernels take dim <= {b['cuda_max_dim']}, width <= {b['cuda_max_width']} and at most "
