@@ -1,11 +1,13 @@
 // fastscore._core: the only file that includes pybind11. It reads as a table of the
-// kernels; each entry checks buffers, releases the GIL and calls a raw-pointer kernel.
-// Argument validation with user-facing messages happens in Python (fastscore/); the
-// checks here only guard memory safety.
+// kernels; each entry validates its arguments, releases the GIL and calls a raw-pointer
+// kernel. The Python layer (fastscore/) checks requests with user-facing messages first, but
+// these checks do not rely on it: every layout field, code, index and buffer size is checked
+// here before a kernel sizes or indexes anything by it (ValueError on failure).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -15,62 +17,140 @@
 #include "cuda/api.h"
 #include "cuda/thread_body.h"
 #include "fastscore/philox.h"
+#include "fastscore/program.h"
 
 namespace py = pybind11;
 using namespace fastscore;
 
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 // (dim, width, depth, activation, time_embedding, n_freqs, std_kind, (std p0, p1, T))
 using LayoutTuple = std::tuple<int, int, int, int, int, int, int, std::tuple<double, double, double>>;
 using SdeTuple = std::tuple<int, double, double, double>;  // (kind, p0, p1, T)
 
 namespace {
 
+constexpr int kMaxWidth = 1 << 14;  // sizes stay far from integer overflow
+constexpr int kMaxDepth = 1 << 10;
+constexpr int kMaxFreqs = 1 << 12;
+constexpr int64_t kStreamIndices = int64_t(1) << 32;  // sample and step indices are 32-bit counter words
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+bool finite_all(const float* p, py::ssize_t n) {
+  for (py::ssize_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+SdeParams to_sde(int kind, double p0, double p1, double T, const char* what) {
+  const std::string w(what);
+  require(kind == kVP || kind == kVE || kind == kSubVP, w + ": unknown SDE kind " + std::to_string(kind));
+  require(std::isfinite(p0) && std::isfinite(p1) && std::isfinite(T) && T > 0, w + ": parameters must be finite, T > 0");
+  if (kind == kVE)
+    require(p0 > 1.0, w + ": VE sigma must be > 1");
+  else
+    require(p0 > 0.0 && p1 >= p0, w + ": need 0 < beta_min <= beta_max");
+  return SdeParams{kind, p0, p1, T};
+}
+
+SdeParams to_sde(const SdeTuple& t) { return to_sde(std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t), "sde"); }
+
 MlpLayout to_layout(const LayoutTuple& t, const F32& weights) {
   MlpLayout L;
   std::tie(L.dim, L.width, L.depth, L.activation, L.time_embedding, L.n_freqs, L.std_kind, std::ignore) = t;
+  require(L.dim >= 1 && L.dim <= cpu::kMaxDim, "layout: dim must be in [1, " + std::to_string(cpu::kMaxDim) + "]");
+  require(L.width >= 1 && L.width <= kMaxWidth, "layout: width out of range");
+  require(L.depth >= 1 && L.depth <= kMaxDepth, "layout: depth out of range");
+  require(L.activation >= kReLU && L.activation <= kSoftplus, "layout: unknown activation code " + std::to_string(L.activation));
+  require(L.time_embedding == kConcat || L.time_embedding == kFourier,
+          "layout: unknown time-embedding code " + std::to_string(L.time_embedding));
+  require(L.time_embedding == kFourier ? (L.n_freqs >= 1 && L.n_freqs <= kMaxFreqs) : L.n_freqs == 0,
+          "layout: n_freqs must be in [1, 4096] for the Fourier embedding and 0 otherwise");
   const auto& sp = std::get<7>(t);
-  L.std_sde = SdeParams{L.std_kind, std::get<0>(sp), std::get<1>(sp), std::get<2>(sp)};
-  if (L.dim < 1 || L.dim > cpu::kMaxDim || L.width < 1 || L.depth < 1)
-    throw std::invalid_argument("layout out of range");
-  if ((size_t)weights.size() != packed_size(L)) throw std::invalid_argument("weights do not match the layout");
+  L.std_sde = SdeParams{-1, 0, 0, 1};
+  require(L.std_kind >= -1, "layout: std_kind must be -1 (no output scaling) or an SDE kind");
+  if (L.std_kind >= 0) L.std_sde = to_sde(L.std_kind, std::get<0>(sp), std::get<1>(sp), std::get<2>(sp), "layout std_sde");
+  require(weights.ndim() == 1 && (size_t)weights.size() == packed_size(L),
+          "weights must be a 1-D float32 buffer of packed_size(layout) = " + std::to_string(packed_size(L)) + " values");
+  require(finite_all(weights.data(), weights.size()), "weights must be finite");
   return L;
 }
 
-// the CUDA kernels' per-thread arrays are sized by gpu::kMax* (thread_body.h)
-MlpLayout to_gpu_layout(const LayoutTuple& t, const F32& weights) {
+// the CUDA kernels' per-thread arrays are sized by cuda::kMax* (thread_body.h)
+MlpLayout to_cuda_layout(const LayoutTuple& t, const F32& weights) {
   const MlpLayout L = to_layout(t, weights);
-  if (L.dim > gpu::kMaxDim || L.width > gpu::kMaxWidth || embed_dim(L) > gpu::kMaxEmbed)
-    throw std::invalid_argument("layout out of range for the CUDA kernels");
+  require(L.dim <= cuda::kMaxDim && L.width <= cuda::kMaxWidth && embed_dim(L) <= cuda::kMaxEmbed,
+          "layout out of range for the CUDA kernels (dim <= 8, width <= 256, <= 32 Fourier features)");
   return L;
 }
 
-SampleSpec to_sample_spec(int method, int64_t n, int steps, double eps, uint64_t seed, int64_t start, double snr,
-                          int corrector_steps, bool denoise) {
-  if (n < 0 || steps < 1 || method < kEM || method > kOdeHeun || corrector_steps < 0)
-    throw std::invalid_argument("n >= 0, steps >= 1, a known method and corrector_steps >= 0 required");
-  return SampleSpec{method, steps, eps, seed, start, snr, corrector_steps, denoise};
+// The program and its tables, every field checked against the others (program.h).
+SamplePlan to_sample_plan(const MlpLayout& L, const I32& ops, int n_body, int n_slots, int n_registers, const F32& coef,
+                          const F32& bias, const F32& scale, double prior_std, int64_t n, uint64_t seed, int64_t start) {
+  require(ops.ndim() == 2 && ops.shape(1) == kOpWidth && ops.shape(0) >= 1 && ops.shape(0) <= (1 << 20),
+          "ops must be int32 [n_ops >= 1, 12]");
+  require(n_body >= 0 && n_body <= ops.shape(0), "n_body must be in [0, n_ops]");
+  require(n_slots >= 1 && n_slots <= 1024, "n_slots must be in [1, 1024]");
+  require(n_registers >= 1 && n_registers <= kMaxRegisters, "n_registers must be in [1, 8]");
+  require(coef.ndim() == 2 && coef.shape(0) >= 2 && coef.shape(0) - 1 < kStreamIndices,
+          "coef must be float32 [steps + 1, n_coefficients] with 1 <= steps < 2**32");
+  const int64_t steps = coef.shape(0) - 1, n_coef = coef.shape(1), rows = steps * n_slots + 1;
+  require(bias.ndim() == 2 && bias.shape(0) == rows && bias.shape(1) == L.width,
+          "bias must be float32 [steps * n_slots + 1, width]");
+  require(scale.ndim() == 1 && scale.shape(0) == rows, "scale must be float32 [steps * n_slots + 1]");
+  require(finite_all(coef.data(), coef.size()) && finite_all(bias.data(), bias.size()) &&
+              finite_all(scale.data(), scale.size()),
+          "coef, bias and scale must be finite");
+  require(std::isfinite(prior_std) && prior_std > 0, "prior_std must be finite and > 0");
+  require(n >= 0 && start >= 0 && start + n <= kStreamIndices, "need n >= 0, start >= 0, start + n <= 2**32");
+  for (py::ssize_t i = 0; i < ops.shape(0); ++i) {
+    const int32_t* op = ops.data(i, 0);
+    const bool final = i >= n_body;
+    const std::string at = "ops[" + std::to_string(i) + "]: ";
+    require(op[1] >= 0 && op[1] < n_registers, at + "destination register out of range");
+    switch (op[0]) {
+      case kEval:
+        require(op[2] >= 0 && op[2] < n_registers, at + "source register out of range");
+        require(op[3] >= 0 && op[3] < (final ? 1 : n_slots), at + "evaluation slot out of range");
+        break;
+      case kDraw:
+        require(!final, at + "the final program may not draw noise");
+        require(op[2] >= 0, at + "stream must be >= 0");
+        break;
+      case kLin:
+        require(op[2] >= 1 && op[2] <= kMaxTerms, at + "a Lin takes 1 to 4 terms");
+        for (int j = 0; j < op[2]; ++j)
+          require(op[4 + 2 * j] >= 0 && op[4 + 2 * j] < n_registers && op[5 + 2 * j] >= 0 && op[5 + 2 * j] < n_coef,
+                  at + "term register or coefficient out of range");
+        break;
+      default: require(false, at + "unknown opcode " + std::to_string(op[0]));
+    }
+  }
+  return SamplePlan{ops.data(), (int)ops.shape(0), n_body, n_slots, n_registers, (int)n_coef, (int)steps,
+                    coef.data(), bias.data(), scale.data(), (float)prior_std, seed, start};
 }
 
-LogProbSpec to_log_prob_spec(int method, int steps, double eps, double rtol, double atol, bool hutchinson,
-                             uint64_t seed) {
-  if (steps < 1 || method < kLpEuler || method > kLpRk45) throw std::invalid_argument("bad method or steps");
-  return LogProbSpec{method, steps, eps, rtol, atol, hutchinson, seed};
+LogProbPlan to_log_prob_plan(const SdeParams& sde, int method, int steps, double eps, double rtol, double atol,
+                             bool hutchinson, uint64_t seed) {
+  require(method >= kLpEuler && method <= kLpRk45, "unknown log_prob method code " + std::to_string(method));
+  require(steps >= 1, "steps must be >= 1");
+  require(std::isfinite(eps) && eps > 0 && eps < sde.T, "eps must be in (0, T)");
+  require(std::isfinite(rtol) && rtol > 0 && std::isfinite(atol) && atol > 0, "rtol and atol must be finite and > 0");
+  return LogProbPlan{method, steps, eps, rtol, atol, hutchinson, seed};
 }
 
 void check_rows(const F32& x, int dim) {
-  if (x.ndim() != 2 || x.shape(1) != dim) throw std::invalid_argument("x must be [n, dim]");
+  require(x.ndim() == 2 && x.shape(1) == dim, "x must be [n, dim]");
+  require(finite_all(x.data(), x.size()), "x must be finite");
 }
 
-SdeParams to_sde(const SdeTuple& t) {
-  SdeParams s;
-  std::tie(s.kind, s.p0, s.p1, s.T) = t;
-  return s;
-}
+void check_time(double t) { require(std::isfinite(t), "t must be finite"); }
 
 F32 new_rows(int64_t n, int dim) { return F32({(py::ssize_t)n, (py::ssize_t)dim}); }
-
 
 // A host sampler (CPU kernel or CUDA emulation) run without the GIL: kernel(weights, out) fills
 // out [n, dim].
@@ -106,6 +186,12 @@ py::tuple run_log_prob(const MlpLayout& L, const F32& weights, const F32& x, Ker
 }
 }  // namespace
 
+// the arguments of every sampler entry: the packed model, then the plan (fastscore/backends/cpu.py program_args)
+#define SAMPLE_ARGS                                                                                              \
+  py::arg("weights"), py::arg("layout"), py::arg("ops"), py::arg("n_body"), py::arg("n_slots"),                 \
+      py::arg("n_registers"), py::arg("coef"), py::arg("bias"), py::arg("scale"), py::arg("prior_std"), py::arg("n"), \
+      py::arg("seed"), py::arg("start")
+
 PYBIND11_MODULE(_core, mod) {
   mod.doc() = "fastscore compiled kernels (see fastscore/backends for the Python side)";
 
@@ -120,9 +206,9 @@ PYBIND11_MODULE(_core, mod) {
 #else
     d["cuda_compiled"] = false;
 #endif
-    d["cuda_max_dim"] = gpu::kMaxDim;
-    d["cuda_max_width"] = gpu::kMaxWidth;
-    d["cuda_max_embed"] = gpu::kMaxEmbed;
+    d["cuda_max_dim"] = cuda::kMaxDim;
+    d["cuda_max_width"] = cuda::kMaxWidth;
+    d["cuda_max_embed"] = cuda::kMaxEmbed;
     return d;
   });
 
@@ -137,7 +223,7 @@ PYBIND11_MODULE(_core, mod) {
   mod.def(
       "philox",
       [](py::array_t<uint32_t, py::array::c_style | py::array::forcecast> ctr, uint64_t seed) {
-        if (ctr.ndim() != 2 || ctr.shape(1) != 4) throw std::invalid_argument("counter must be [n, 4]");
+        require(ctr.ndim() == 2 && ctr.shape(1) == 4, "counter must be [n, 4]");
         py::array_t<uint32_t> out({ctr.shape(0), (py::ssize_t)4});
         const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
         for (py::ssize_t i = 0; i < ctr.shape(0); ++i) philox4x32_10(ctr.data(i, 0), key, out.mutable_data(i, 0));
@@ -149,7 +235,10 @@ PYBIND11_MODULE(_core, mod) {
       "normals",
       [](uint64_t seed, py::array_t<int64_t, py::array::c_style | py::array::forcecast> samples, uint32_t step,
          uint32_t stream, int dim, bool single) {
-        if (dim < 1 || dim > cpu::kMaxDim) throw std::invalid_argument("dim out of range");
+        require(dim >= 1 && dim <= cpu::kMaxDim, "dim out of range");
+        require(samples.ndim() == 1, "samples must be 1-D");
+        for (py::ssize_t i = 0; i < samples.shape(0); ++i)
+          require(samples.at(i) >= 0 && samples.at(i) < kStreamIndices, "sample indices must be in [0, 2**32)");
         F64 out({samples.shape(0), (py::ssize_t)dim});
         for (py::ssize_t i = 0; i < samples.shape(0); ++i) {
           double* row = out.mutable_data(i, 0);
@@ -191,6 +280,7 @@ PYBIND11_MODULE(_core, mod) {
       [](F32 weights, const LayoutTuple& layout, F32 x, double t) {
         const MlpLayout L = to_layout(layout, weights);
         check_rows(x, L.dim);
+        check_time(t);
         const int64_t n = x.shape(0);
         F32 out = new_rows(n, L.dim);
         const float* w = weights.data();
@@ -207,22 +297,22 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "sample",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int method, int64_t n, int steps, double eps,
-         uint64_t seed, int64_t start, double snr, int corrector_steps, bool denoise) {
+      [](F32 weights, const LayoutTuple& layout, I32 ops, int n_body, int n_slots, int n_registers, F32 coef, F32 bias,
+         F32 scale, double prior_std, int64_t n, uint64_t seed, int64_t start) {
         const MlpLayout L = to_layout(layout, weights);
-        const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
-        const SdeParams s = to_sde(sde);
-        return run_sample(L, weights, n, [&](const float* w, float* out) { cpu::sample(L, w, s, spec, n, out); });
+        const SamplePlan p =
+            to_sample_plan(L, ops, n_body, n_slots, n_registers, coef, bias, scale, prior_std, n, seed, start);
+        return run_sample(L, weights, n, [&](const float* w, float* out) { cpu::sample(L, w, p, n, out); });
       },
-      "fused sampler (method: 0 em, 1 pc, 2 ode_euler, 3 ode_heun): [n, dim]", py::arg("weights"),
-      py::arg("layout"), py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"),
-      py::arg("seed"), py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"));
+      "fused sampler running a step program (fastscore/program.py) with its tables: [n, dim]",
+      SAMPLE_ARGS);
 
   mod.def(
       "score_trace",
       [](F32 weights, const LayoutTuple& layout, F32 x, double t, bool hutchinson, uint64_t seed) {
         const MlpLayout L = to_layout(layout, weights);
         check_rows(x, L.dim);
+        check_time(t);
         const int64_t n = x.shape(0);
         F32 s = new_rows(n, L.dim);
         F32 tr(n);
@@ -242,8 +332,8 @@ PYBIND11_MODULE(_core, mod) {
       [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
          double rtol, double atol, bool hutchinson, uint64_t seed) {
         const MlpLayout L = to_layout(layout, weights);
-        const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
         const SdeParams s = to_sde(sde);
+        const LogProbPlan spec = to_log_prob_plan(s, method, steps, eps, rtol, atol, hutchinson, seed);
         return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
           return cpu::log_prob(L, w, s, spec, xp, n, lp, nfe);
         });
@@ -255,27 +345,25 @@ PYBIND11_MODULE(_core, mod) {
   // The CUDA kernels' launches with every thread body run on the CPU (csrc/cuda/emulate.cpp).
   mod.def(
       "emulate_sample",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int method, int64_t n, int steps, double eps,
-         uint64_t seed, int64_t start, double snr, int corrector_steps, bool denoise, bool stage_shared) {
-        const MlpLayout L = to_gpu_layout(layout, weights);
-        const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
-        const SdeParams s = to_sde(sde);
+      [](F32 weights, const LayoutTuple& layout, I32 ops, int n_body, int n_slots, int n_registers, F32 coef, F32 bias,
+         F32 scale, double prior_std, int64_t n, uint64_t seed, int64_t start, bool stage_shared) {
+        const MlpLayout L = to_cuda_layout(layout, weights);
+        const SamplePlan p =
+            to_sample_plan(L, ops, n_body, n_slots, n_registers, coef, bias, scale, prior_std, n, seed, start);
         return run_sample(L, weights, n,
-                          [&](const float* w, float* out) { gpu::emulate_sample(L, w, s, spec, n, out, stage_shared); });
+                          [&](const float* w, float* out) { cuda::emulate_sample(L, w, p, n, out, stage_shared); });
       },
-      "the CUDA sampler launches emulated on the CPU: [n, dim]", py::arg("weights"), py::arg("layout"),
-      py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"), py::arg("seed"),
-      py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"), py::arg("stage_shared"));
+      "the CUDA sampler launch emulated on the CPU: [n, dim]", SAMPLE_ARGS, py::arg("stage_shared"));
 
   mod.def(
       "emulate_log_prob",
       [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
          double rtol, double atol, bool hutchinson, uint64_t seed, bool stage_shared) {
-        const MlpLayout L = to_gpu_layout(layout, weights);
-        const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
+        const MlpLayout L = to_cuda_layout(layout, weights);
         const SdeParams s = to_sde(sde);
+        const LogProbPlan spec = to_log_prob_plan(s, method, steps, eps, rtol, atol, hutchinson, seed);
         return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
-          return gpu::emulate_log_prob(L, w, s, spec, xp, n, lp, nfe, stage_shared);
+          return cuda::emulate_log_prob(L, w, s, spec, xp, n, lp, nfe, stage_shared);
         });
       },
       "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", py::arg("weights"),
@@ -286,40 +374,39 @@ PYBIND11_MODULE(_core, mod) {
   // The CUDA kernels on device pointers (integers), queued on the caller's stream.
   mod.def("cuda_devices", [] {
     std::string reason;
-    const int count = gpu::device_count(&reason);
+    const int count = cuda::device_count(&reason);
     py::list names;
-    for (int d = 0; d < count; ++d) names.append(gpu::device_name(d));
+    for (int d = 0; d < count; ++d) names.append(cuda::device_name(d));
     return py::make_tuple(names, reason);
   }, "(names of the usable CUDA devices, the runtime's reason when there are none)");
 
   mod.def(
       "cuda_sample",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, int method, int64_t n, int steps, double eps,
-         uint64_t seed, int64_t start, double snr, int corrector_steps, bool denoise, uintptr_t out, int device,
+      [](F32 weights, const LayoutTuple& layout, I32 ops, int n_body, int n_slots, int n_registers, F32 coef, F32 bias,
+         F32 scale, double prior_std, int64_t n, uint64_t seed, int64_t start, uintptr_t out, int device,
          uintptr_t stream) {
-        const MlpLayout L = to_gpu_layout(layout, weights);
-        const SampleSpec spec = to_sample_spec(method, n, steps, eps, seed, start, snr, corrector_steps, denoise);
-        const SdeParams s = to_sde(sde);
+        const MlpLayout L = to_cuda_layout(layout, weights);
+        const SamplePlan p =
+            to_sample_plan(L, ops, n_body, n_slots, n_registers, coef, bias, scale, prior_std, n, seed, start);
         const float* w = weights.data();
         py::gil_scoped_release nogil;
-        gpu::sample(L, w, s, spec, n, reinterpret_cast<float*>(out), device, stream);
+        cuda::sample(L, w, p, n, reinterpret_cast<float*>(out), device, stream);
       },
-      "queue the fused CUDA sampler writing [n, dim] float32 at device pointer `out`", py::arg("weights"),
-      py::arg("layout"), py::arg("sde"), py::arg("method"), py::arg("n"), py::arg("steps"), py::arg("eps"),
-      py::arg("seed"), py::arg("start"), py::arg("snr"), py::arg("corrector_steps"), py::arg("denoise"),
-      py::arg("out"), py::arg("device"), py::arg("stream"));
+      "queue the fused CUDA sampler writing [n, dim] float32 at device pointer `out`", SAMPLE_ARGS, py::arg("out"),
+      py::arg("device"), py::arg("stream"));
 
   mod.def(
       "cuda_log_prob",
       [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, uintptr_t x, int64_t n, int method, int steps,
          double eps, double rtol, double atol, bool hutchinson, uint64_t seed, uintptr_t logp, uintptr_t nfe,
          int device, uintptr_t stream) {
-        const MlpLayout L = to_gpu_layout(layout, weights);
-        const LogProbSpec spec = to_log_prob_spec(method, steps, eps, rtol, atol, hutchinson, seed);
+        const MlpLayout L = to_cuda_layout(layout, weights);
         const SdeParams s = to_sde(sde);
+        const LogProbPlan spec = to_log_prob_plan(s, method, steps, eps, rtol, atol, hutchinson, seed);
+        require(n >= 0, "n must be >= 0");
         const float* w = weights.data();
         py::gil_scoped_release nogil;
-        return gpu::log_prob(L, w, s, spec, reinterpret_cast<const float*>(x), n, reinterpret_cast<double*>(logp),
+        return cuda::log_prob(L, w, s, spec, reinterpret_cast<const float*>(x), n, reinterpret_cast<double*>(logp),
                              reinterpret_cast<int64_t*>(nfe), device, stream);
       },
       "the CUDA likelihood on device pointers x [n, dim] float32 -> logp [n] float64, nfe [n] int64; "

@@ -17,6 +17,7 @@ import torch
 
 from . import datasets
 from .backends import backends, resolve
+from .plan import make_sample_plan
 from .nn import ScoreMLP
 from .sampling import sample
 from .sde import VPSDE
@@ -82,7 +83,8 @@ def run(out_dir: str = ".", train_steps: int = 8000, batch_size: int = 2000, n: 
     history = train(model, sde, data, steps=train_steps, batch_size=batch_size, lr=1e-3, seed=seed)
     print(f"  {time.perf_counter() - t0:.1f} s, loss {np.mean(history[:100]):.3f} -> {np.mean(history[-500:]):.3f}")
 
-    name = resolve("auto", "sample", "em")
+    plan = make_sample_plan(model, sde, n, "em", steps, 1e-3, seed, 0, 0.16, 1, False)
+    name = resolve("auto", "sample", "em", model, program=plan.program)
     gflop = n * steps * model.flops_per_eval() * 1e-9
     print(f"sampling {n:,} points: Euler–Maruyama, {steps} steps, backend '{name}' ({backends()[name]['detail']})")
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .backends import select
+from .backends import module, resolve
 from .plan import check_points, make_log_prob_plan
 from .sde import SDE
 
@@ -43,7 +43,8 @@ def log_prob(
     """
     plan = make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed)
     x = check_points(x, plan.dim)
-    logp, nfe = select(backend, "log_prob", plan.method).log_prob(model, sde, x, plan)
+    name = resolve(backend, "log_prob", plan.method, model, trace=plan.trace)
+    logp, nfe = module(name).log_prob(model, sde, x, plan)
     logp, nfe = logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
     return (logp, {"nfe": nfe}) if return_info else logp
 

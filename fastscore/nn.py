@@ -154,15 +154,44 @@ class PackedModel:
     std_sde_kind: int  # -1: no output scaling
     std_sde_params: tuple[float, float, float]
     flops_per_eval: int
+    std_sde: SDE | None = None
 
     @property
     def embed_dim(self) -> int:
         return 1 if self.time_embedding == 0 else 2 * self.n_freqs
 
+    def time_tables(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bias [len(t), width], scale [len(t)]), float32: the first layer's time bias
+        c(t) = b0 + W0[:, dim:] phi(t) and the output scale (1 / sigma(t) or 1) at each time,
+        formed in float64 and rounded once. Time enters the first layer linearly, so the
+        kernels add c(t) instead of feeding phi(t) through the layer for every sample."""
+        t = np.asarray(t, dtype=np.float64)
+        n_in, w = self.dim + self.embed_dim, self.width
+        W0 = self.weights[: w * n_in].reshape(w, n_in).astype(np.float64)
+        b0 = self.weights[w * n_in : w * n_in + w].astype(np.float64)
+        if self.time_embedding == TIME_EMBEDDINGS["concat"]:
+            phi = t[:, None]
+        else:  # sin and cos of 2 pi t w_f, with the packed (float32) frequencies
+            proj = 2 * math.pi * t[:, None] * self.weights[-self.n_freqs :].astype(np.float64)[None, :]
+            phi = np.concatenate([np.sin(proj), np.cos(proj)], axis=1)
+        bias = b0[None, :] + phi @ W0[:, self.dim :].T
+        scale = np.ones_like(t) if self.std_sde is None else 1.0 / self.std_sde.std(t)
+        return bias.astype(np.float32), scale.astype(np.float32)
+
+
+def _weights_key(model: nn.Module) -> tuple:
+    """Identifies what pack reads: the configuration and, per tensor, its storage, in-place
+    version, shape and dtype."""
+    config = (model.activation, model.time_embedding, model.std_sde)
+    return config, tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+                         for t in (*model.parameters(), *model.buffers()))
+
 
 def pack(model: nn.Module) -> PackedModel:
     """Flatten a ``ScoreMLP`` into the float32 format of ``csrc/include/fastscore/mlp.h``.
 
+    The result is cached on the module and rebuilt when a weight changes (an optimiser step,
+    ``load_state_dict``, ``.to()``), so repeated calls with the same network do not repack.
     Raises TypeError for modules the kernels cannot run and ValueError for non-finite weights.
     """
     if not isinstance(model, ScoreMLP):
@@ -170,6 +199,16 @@ def pack(model: nn.Module) -> PackedModel:
             f"the fused kernels run fastscore.ScoreMLP networks; got {type(model).__name__}. "
             "Use backend='torch' for other modules, or rebuild the network as a ScoreMLP."
         )
+    key = _weights_key(model)
+    cached = model.__dict__.get("_packed")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    packed = _pack(model)
+    model.__dict__["_packed"] = (key, packed)
+    return packed
+
+
+def _pack(model: ScoreMLP) -> PackedModel:
     parts = []
     for i, layer in enumerate(model.layers):
         for name, p in (("weight", layer.weight), ("bias", layer.bias)):
@@ -191,4 +230,5 @@ def pack(model: nn.Module) -> PackedModel:
         std_sde_kind=-1 if std_sde is None else std_sde.kind,
         std_sde_params=(0.0, 0.0, 0.0) if std_sde is None else std_sde.params,
         flops_per_eval=model.flops_per_eval(),
+        std_sde=std_sde,
     )

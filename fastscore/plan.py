@@ -4,31 +4,38 @@ A plan holds everything but the network and the SDE: method, sizes, time grid, o
 seed. Validation happens here, once, with messages that say what to fix; backends assume
 a valid plan.
 
-Time grids (shared with ``csrc/include/fastscore/samplers.h``):
+Time grids:
   sampling   t_k = T - k h, h = (T - eps) / steps, k = 0..steps-1; step k goes t_k -> t_k - h
   likelihood t_k = eps + k h, the same h, integrating the probability-flow ODE from eps to T
+
+A SamplePlan is the one object a sampler request becomes: Python builds it once (rule, step
+program, coefficient and time tables; for the native kernels the packed model and its float32
+tables too) and every backend consumes it unchanged.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from .nn import PackedModel
+from .program import Program, compile_program
+from .samplers import RULES, TWEEDIE, SamplerRule, tweedie_coefficients
 from .sde import SDE
 
-SAMPLE_METHODS = ("em", "pc", "ode_euler", "ode_heun")
+SAMPLE_METHODS = tuple(RULES)
 LOG_PROB_METHODS = ("euler", "heun", "rk4", "rk45")
-# integer codes the native kernels take: fastscore::SampleMethod / LogProbMethod in csrc and
-# the numba kernels' constants follow this order
-METHOD_CODES = {m: i for i, m in enumerate(SAMPLE_METHODS)}
+# integer codes the native likelihood kernels take: fastscore::LogProbMethod in csrc and the
+# numba kernels follow this order
 LOG_PROB_CODES = {m: i for i, m in enumerate(LOG_PROB_METHODS)}
 TRACES = ("exact", "hutchinson")
-MAX_INDEX = 2**32  # sample indices address the 32-bit Philox counter word
+MAX_INDEX = 2**32  # sample and step indices address 32-bit Philox counter words
+MAX_CORRECTOR_STEPS = 2**16  # corrector sweep j draws from stream STREAM_CORRECTOR + j
 
 
 def check_int(name: str, value, minimum: int) -> int:
@@ -118,6 +125,12 @@ def check_points(x, dim: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SamplePlan:
+    """A sampling request made concrete: the rule, its compiled step program, every step's
+    coefficients (float64 [steps + 1, n_coefficients]; row `steps` is the final program's) and
+    every evaluation time (float64 [steps * n_slots + 1]: row k * n_slots + slot, then eps for
+    the final program). ``for_kernels`` adds what the native kernels read, built once here:
+    the packed model and the float32 tables."""
+
     method: str
     n: int
     dim: int
@@ -129,36 +142,102 @@ class SamplePlan:
     snr: float
     corrector_steps: int
     denoise: bool
+    sde: SDE
+    rule: SamplerRule
+    program: Program
+    coef: np.ndarray
+    times: np.ndarray
+    prior_std: float
+    kernel: KernelTables | None = None
 
     @property
     def h(self) -> float:
         return (self.T - self.eps) / self.steps
 
     def time(self, k: int) -> float:
-        """t_k of the sampling grid (the same expression as grid_time in samplers.h)."""
+        """t_k of the sampling grid."""
         return self.T - k * ((self.T - self.eps) / self.steps)
+
+    def for_kernels(self, packed: PackedModel) -> SamplePlan:
+        return replace(self, kernel=kernel_tables(self, packed))
+
+
+@dataclass(frozen=True)
+class KernelTables:
+    """What the native kernels read (csrc/include/fastscore/program.h SamplePlan): the packed
+    model, the program and the tables, float32, each value rounded once from float64."""
+
+    packed: PackedModel
+    ops: np.ndarray  # int32 [n_ops, OP_WIDTH]
+    n_body: int
+    n_slots: int
+    n_registers: int
+    coef: np.ndarray  # float32 [steps + 1, n_coefficients]
+    bias: np.ndarray  # float32 [len(times), width]: the first layer's time bias at each evaluation time
+    scale: np.ndarray  # float32 [len(times)]: the output scale there
+
+
+def kernel_tables(plan: SamplePlan, packed: PackedModel) -> KernelTables:
+    bias, scale = packed.time_tables(plan.times)
+    return KernelTables(packed, plan.program.ops, plan.program.n_body, plan.program.n_slots,
+                        len(plan.program.registers), plan.coef.astype(np.float32), bias, scale)
+
+
+def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, steps: int, eps: float, plan) -> np.ndarray:
+    """[steps + 1, n_coefficients] float64: row k from rule.coefficients at t_k, the last row
+    from the final program's (Tweedie's when denoising)."""
+    h = (sde.T - eps) / steps
+    t = sde.T - np.arange(steps) * h
+    table = np.zeros((steps + 1, len(program.coefficients)))
+    rows = [(slice(0, steps), rule.coefficients(sde, t, h, plan))]
+    if program.final:
+        rows.append((slice(steps, steps + 1), tweedie_coefficients(sde, eps)))
+    for where, values in rows:
+        for name, value in values.items():
+            if name in program.coefficients:
+                table[where, program.coefficients.index(name)] = value
+    if not np.all(np.isfinite(table)):
+        raise ValueError(f"sampler {rule.name!r}: non-finite coefficients for this SDE and grid (steps={steps}, "
+                         f"eps={eps}); use more steps or a larger eps")
+    return table
 
 
 def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise) -> SamplePlan:
     dim = model_dim(model)
     check_sde(sde)
+    rule = RULES[check_choice("method", method, SAMPLE_METHODS)]
+    if not isinstance(sde, rule.sdes):
+        raise ValueError(f"sampler {method!r} does not support {type(sde).__name__}; it runs on "
+                         f"{', '.join(s.__name__ for s in rule.sdes)}")
     n = check_int("n", n, 0)
     start = check_int("start", start, 0)
     if start + n > MAX_INDEX:
         raise ValueError(f"start + n must be <= 2**32 (sample indices of the random stream), got {start + n}")
+    steps = check_int("steps", steps, 1)
+    if steps >= MAX_INDEX:
+        raise ValueError(f"steps must be < 2**32 (step indices of the random stream), got {steps}")
+    corrector_steps = check_int("corrector_steps", corrector_steps, 1 if rule.needs_corrector else 0)
+    if corrector_steps > MAX_CORRECTOR_STEPS:
+        raise ValueError(f"corrector_steps must be <= {MAX_CORRECTOR_STEPS}, got {corrector_steps}")
+    options = _Options(snr=check_positive("snr", snr), corrector_steps=corrector_steps)
+    eps = check_eps(eps, sde)
+    program = compile_program(rule.program(options), TWEEDIE if denoise else (), len(rule.times), rule.carries)
+    h = (sde.T - eps) / steps
+    times = (sde.T - np.arange(steps)[:, None] * h - np.asarray(rule.times)[None, :] * h).ravel()
     return SamplePlan(
-        method=check_choice("method", method, SAMPLE_METHODS),
-        n=n,
-        dim=dim,
-        steps=check_int("steps", steps, 1),
-        eps=check_eps(eps, sde),
-        T=sde.T,
-        seed=check_seed(seed),
-        start=start,
-        snr=check_positive("snr", snr),
-        corrector_steps=check_int("corrector_steps", corrector_steps, 0),
-        denoise=bool(denoise),
+        method=method, n=n, dim=dim, steps=steps, eps=eps, T=sde.T, seed=check_seed(seed), start=start,
+        snr=options.snr, corrector_steps=corrector_steps, denoise=bool(denoise), sde=sde, rule=rule,
+        program=program, coef=_coefficient_table(rule, program, sde, steps, eps, options),
+        times=np.append(times, eps), prior_std=float(sde.prior_std),
     )
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The options a rule's program and coefficients may read."""
+
+    snr: float
+    corrector_steps: int
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .backends import select
+from .backends import module, resolve
+from .nn import pack
 from .plan import make_sample_plan
 from .sde import SDE
 
@@ -27,17 +28,22 @@ def sample(
     """Draw n samples [n, dim] from the reverse of `sde` with the score network `model`.
 
     Args:
-        method: "em" (reverse-SDE Euler–Maruyama, seed 002), "pc" (reverse-diffusion
-            predictor + Langevin corrector, Song et al. 2021), "ode_euler" or "ode_heun"
-            (probability-flow ODE).
+        method: a rule of ``fastscore.samplers.RULES``: "em" (reverse-SDE Euler–Maruyama),
+            "pc" (reverse-diffusion predictor + Langevin corrector, Song et al. 2021), "ald"
+            (annealed Langevin dynamics, Song & Ermon 2019), "ode_euler" or "ode_heun"
+            (probability-flow ODE; Heun as Karras et al. 2022, Algorithm 1).
         steps: steps from T down to eps (grid t_k = T - k (T - eps) / steps).
         backend: "auto" (fastest available), "cpu", "cuda", "numba" or "torch" (reference).
         seed: seed of the shared Philox stream: sample i depends only on (seed, i, plan).
         eps: end time; sampling stops at t = eps > 0.
-        snr, corrector_steps: Langevin corrector of "pc" (score_sde's defaults).
+        snr, corrector_steps: Langevin steps of "pc" and "ald" (score_sde's defaults; "ald"
+            needs corrector_steps >= 1).
         denoise: finish with the noise-free Tweedie step E[x_0 | x_eps].
         start: index of the first sample in the stream, to split one run across calls or
             machines (sample(n=a, start=0) then sample(n=b, start=a) equals one run of a + b).
     """
     plan = make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise)
-    return select(backend, "sample", plan.method).sample(model, sde, plan)
+    name = resolve(backend, "sample", plan.method, model, program=plan.program)
+    if name != "torch":
+        plan = plan.for_kernels(pack(model))
+    return module(name).sample(model, plan)

@@ -5,7 +5,7 @@
 
 #include "fastscore/mlp.h"
 #include "fastscore/ode.h"
-#include "fastscore/samplers.h"
+#include "fastscore/program.h"
 #include "fastscore/sde.h"
 
 namespace fastscore {
@@ -17,10 +17,9 @@ constexpr int kMaxDim = 64;
 // s_theta(x, t) for x [n, dim] at one time t -> out [n, dim] (the tiled forward pass alone)
 void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, float* out);
 
-// n samples by spec.method from the prior at T down to eps. Sample j of the output is
-// sample index spec.start + j of the random stream. out [n, dim]
-void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
-            float* out);
+// n samples by the plan's step program from the prior at T down to eps. Sample j of the
+// output is sample index p.start + j of the random stream. out [n, dim]
+void sample(const MlpLayout& L, const float* weights, const SamplePlan& p, int64_t n, float* out);
 
 // s_theta(x, t) [n, dim] and tr ds/dx [n] (exact, or Hutchinson's with the probes of
 // `seed`) by forward-mode tangents: the likelihood kernel's evaluation alone
@@ -30,7 +29,7 @@ void score_trace(const MlpLayout& L, const float* weights, const float* x, int64
 // log p_eps(x) [n] in nats by the augmented probability-flow ODE (ode.h), with the exact
 // trace or Hutchinson's; nfe [n] network evaluations per sample. x [n, dim]. Returns the
 // number of samples whose rk45 solve gave up.
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
                  const float* x, int64_t n, double* logp, int64_t* nfe);
 
 int max_threads();

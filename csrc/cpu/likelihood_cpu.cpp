@@ -65,7 +65,7 @@ void score_trace(const MlpLayout& L, const float* weights, const float* x, int64
   }
 }
 
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& p, const float* x,
+int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& p, const float* x,
                  int64_t n, double* logp, int64_t* nfe) {
   const CpuWeights staged(L, weights);
   const MlpWeights& m = staged.view;

@@ -8,11 +8,11 @@
 
 #include "fastscore/mlp.h"
 #include "fastscore/ode.h"
-#include "fastscore/samplers.h"
+#include "fastscore/program.h"
 #include "fastscore/sde.h"
 
 namespace fastscore {
-namespace gpu {
+namespace cuda {
 
 // Number of usable devices, or 0 with the CUDA runtime's reason in `reason`.
 int device_count(std::string* reason);
@@ -21,17 +21,18 @@ std::string device_name(int device);
 // The kernels: host weights (packed, out-major); out, x, logp, nfe are device pointers on
 // `device`; work is queued on `stream` (a cudaStream_t as an integer, 0: the legacy default).
 // sample returns once queued; log_prob waits for its stream (it reports rk45 failures).
-void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
-            float* out, int device, uintptr_t stream);
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+// sample: `plan`'s tables are host memory (they are copied to the device here).
+void sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out, int device,
+            uintptr_t stream);
+int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
                  const float* x, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream);
 
 // The same launches with every (block, thread) body run on the CPU, in block order; host
 // pointers. stage_shared: route the weights through an emulated shared-memory copy.
-void emulate_sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec,
-                    int64_t n, float* out, bool stage_shared);
-int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+void emulate_sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out,
+                    bool stage_shared);
+int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
                          const float* x, int64_t n, double* logp, int64_t* nfe, bool stage_shared);
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace fastscore

@@ -8,7 +8,7 @@
 #include "launch_plan.h"
 
 namespace fastscore {
-namespace gpu {
+namespace cuda {
 
 namespace {
 
@@ -33,19 +33,16 @@ void run_grid(int64_t n, const std::vector<float>& weights, bool stage_shared, B
 
 }  // namespace
 
-void emulate_sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec,
-                    int64_t n, float* out, bool stage_shared) {
+void emulate_sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out,
+                    bool stage_shared) {
   const std::vector<float> w = k_major_weights(L, weights);
-  for_each_chunk(spec, [&](int k0, int k1) {
-    const std::vector<float> table = bias_table(L, w.data(), sde, spec, k0, k1);
-    const SampleArgs a{L, sde, spec, w.data(), table.data(), k0, k1, n, out, stage_shared};
-    with_width(L.width, [&](auto width) {
-      run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { sample_thread<width()>(a, wt, i); });
-    });
+  const SampleArgs a{L, plan, w.data(), n, out, stage_shared};
+  with_width(L.width, [&](auto width) {
+    run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { sample_thread<width()>(a, wt, i); });
   });
 }
 
-int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
                          const float* x, int64_t n, double* logp, int64_t* nfe, bool stage_shared) {
   const std::vector<float> w = k_major_weights(L, weights);
   const LogProbArgs a{L, sde, spec, w.data(), x, n, logp, nfe, stage_shared};
@@ -56,5 +53,5 @@ int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdePara
   return failed;
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace fastscore

@@ -11,7 +11,7 @@
 #include "launch_plan.h"
 
 namespace fastscore {
-namespace gpu {
+namespace cuda {
 
 namespace {
 
@@ -47,15 +47,17 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks) log_prob_kernel(LogProbArg
 // A device buffer freed in stream order when it goes out of scope.
 template <class T>
 struct StreamBuffer {
-  StreamBuffer(size_t count, cudaStream_t s) : stream(s) {
+  StreamBuffer(size_t n, cudaStream_t s) : count(n), stream(s) {
     FS_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ptr), count * sizeof(T), stream));
   }
   ~StreamBuffer() { cudaFreeAsync(ptr, stream); }
   StreamBuffer(const StreamBuffer&) = delete;
   StreamBuffer& operator=(const StreamBuffer&) = delete;
-  void upload(const std::vector<T>& host) {
-    FS_CUDA_CHECK(cudaMemcpyAsync(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+  // the buffer's whole extent from host memory
+  void upload(const T* host) {
+    FS_CUDA_CHECK(cudaMemcpyAsync(ptr, host, count * sizeof(T), cudaMemcpyHostToDevice, stream));
   }
+  size_t count;
   T* ptr = nullptr;
   cudaStream_t stream;
 };
@@ -94,27 +96,36 @@ std::string device_name(int device) {
   return prop.name;
 }
 
-void sample(const MlpLayout& L, const float* weights, const SdeParams& sde, const SampleSpec& spec, int64_t n,
-            float* out, int device, uintptr_t stream_handle) {
+void sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out, int device,
+            uintptr_t stream_handle) {
   if (n == 0) return;
   FS_CUDA_CHECK(cudaSetDevice(device));
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const std::vector<float> w = k_major_weights(L, weights);
-  StreamBuffer<float> dw(w.size(), stream), table(bias_rows(0, kChunkSteps) * (size_t)L.width, stream);
-  dw.upload(w);
+  const size_t rows = (size_t)plan.steps * plan.n_slots + 1;
+  StreamBuffer<float> dw(w.size(), stream), coef((size_t)(plan.steps + 1) * plan.n_coefficients, stream),
+      bias(rows * L.width, stream), scale(rows, stream);
+  StreamBuffer<int32_t> ops((size_t)plan.n_ops * kOpWidth, stream);
+  dw.upload(w.data());
+  ops.upload(plan.ops);
+  coef.upload(plan.coef);
+  bias.upload(plan.bias);
+  scale.upload(plan.scale);
+  SamplePlan device_plan = plan;
+  device_plan.ops = ops.ptr;
+  device_plan.coef = coef.ptr;
+  device_plan.bias = bias.ptr;
+  device_plan.scale = scale.ptr;
   with_width(L.width, [&](auto width) {
     auto kernel = sample_kernel<width()>;
     const size_t smem = shared_bytes_for(L, device, kernel);
-    for_each_chunk(spec, [&](int k0, int k1) {
-      table.upload(bias_table(L, w.data(), sde, spec, k0, k1));
-      const SampleArgs a{L, sde, spec, dw.ptr, table.ptr, k0, k1, n, out, smem > 0};
-      kernel<<<grid_for(n), kBlock, smem, stream>>>(a);
-      FS_CUDA_CHECK(cudaGetLastError());
-    });
+    const SampleArgs a{L, device_plan, dw.ptr, n, out, smem > 0};
+    kernel<<<grid_for(n), kBlock, smem, stream>>>(a);
+    FS_CUDA_CHECK(cudaGetLastError());
   });
 }
 
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbSpec& spec,
+int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
                  const float* x, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream_handle) {
   if (n == 0) return 0;
   FS_CUDA_CHECK(cudaSetDevice(device));
@@ -122,7 +133,7 @@ int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde,
   const std::vector<float> w = k_major_weights(L, weights);
   StreamBuffer<float> dw(w.size(), stream);
   StreamBuffer<unsigned long long> failed(1, stream);
-  dw.upload(w);
+  dw.upload(w.data());
   FS_CUDA_CHECK(cudaMemsetAsync(failed.ptr, 0, sizeof(unsigned long long), stream));
   with_width(L.width, [&](auto width) {
     auto kernel = log_prob_kernel<width()>;
@@ -137,5 +148,5 @@ int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde,
   return (int64_t)host_failed;
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace fastscore

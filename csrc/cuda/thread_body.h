@@ -13,7 +13,7 @@
 #include "fastscore/sample_path.h"
 
 namespace fastscore {
-namespace gpu {
+namespace cuda {
 
 constexpr int kBlock = 128;       // threads per block (one sample each)
 constexpr int kMinBlocks = 2;     // occupancy target: 2 blocks per SM, so <= 255 registers
@@ -21,7 +21,6 @@ constexpr int kMaxDim = 8;        // per-thread arrays are sized by these
 constexpr int kMaxWidth = 256;
 constexpr int kMaxEmbed = 64;     // 2 * Fourier frequencies
 constexpr int kRows = 4;          // dense() register blocking: 4 adjacent k-major weights
-constexpr int kChunkSteps = 256;  // sampler steps per launch (the time-bias table's length)
 constexpr bool kKMajor = true;    // weights as the CPU kernels hold them (mlp.h weight_index)
 
 // the sample (thread) a (block, thread) index pair works on
@@ -33,21 +32,15 @@ FS_HD void stage_weights(const float* src, float* dst, size_t count, int thread,
   for (size_t i = thread; i < count; i += nthreads) dst[i] = src[i];
 }
 
-// A launch of the samplers: steps k0 .. k1 - 1 (the state lives in out between launches).
+// A launch of the samplers: every step of every sample.
 struct SampleArgs {
   MlpLayout L;
-  SdeParams sde;
-  SampleSpec spec;
-  const float* weights;     // packed, k-major (mlp.h to_k_major), packed_size(L) floats
-  const float* bias_table;  // time_bias of eval (k, stage) at row 2 (k - k0) + stage, [rows, width]
-  int k0, k1;
+  SamplePlan plan;         // program.h; its ops, coef, bias and scale are device pointers
+  const float* weights;    // packed, k-major (mlp.h to_k_major), packed_size(L) floats
   int64_t n;
   float* out;  // [n, dim]
   bool stage_shared;  // weights copied to shared memory (else read from global through L1)
 };
-
-// Rows of a launch's time-bias table: 2 per step (Heun's two times) and the denoising step.
-FS_HD int bias_rows(int k0, int k1) { return 2 * (k1 - k0) + 1; }
 
 // W > 0: the network's width is W, known at compile time, so the hidden activations are
 // register arrays; W == 0: any width <= kMaxWidth, activations in local memory.
@@ -68,17 +61,14 @@ FS_HD_OUTLINE void forward(const MlpLayout& L, const MlpWeights& m, const float*
   mlp_forward<kRows, kKMajor>(fixed_width<W>(L), m, c, scale, in, out, h, z);  // W, a constant here
 }
 
-// sample_path.h's network policy: the first layer's time bias comes from the launch's table
-// (computed once on the host in double, as the CPU kernel computes it per step)
+// sample_path.h's network policy: time bias and output scale from the plan's tables
 template <int W>
 struct TableNet {
   const MlpLayout& L;
   MlpWeights m;
-  const float* table;
-  int k0;
-  FS_HD void operator()(int k, int stage, double t, const float* in, float* out) const {
-    const float* c = table + (size_t)(2 * (k - k0) + stage) * L.width;
-    forward<W>(L, m, c, (float)output_scale(L, t), in, out);
+  const SamplePlan& p;
+  FS_HD void operator()(int64_t row, const float* in, float* out) const {
+    forward<W>(L, m, p.bias + row * L.width, p.scale[row], in, out);
   }
 };
 
@@ -99,25 +89,20 @@ template <int W>
 FS_HD void sample_thread(const SampleArgs& a, const float* weights, int64_t i) {
   const MlpLayout L = fixed_width<W>(a.L);
   const int D = L.dim;
-  float x[kMaxDim], y[kMaxDim], zn[kMaxDim], s[kMaxDim], s2[kMaxDim];
-  const TableNet<W> net{L, mlp_weights(L, weights), a.bias_table, a.k0};
-  const ThreadDraws draws{a.spec.seed, (uint32_t)(a.spec.start + i), D};
-  const PathBuffers<float> b{x, y, zn, s, s2};
-  float* row = a.out + i * D;
-  if (a.k0 == 0)
-    sample_prior(a.sde, D, draws, x);
-  else
-    for (int d = 0; d < D; ++d) x[d] = row[d];
-  sample_steps(a.sde, a.spec, D, a.k0, a.k1, net, draws, b);
-  if (a.k1 == a.spec.steps && a.spec.denoise) denoise_step(a.sde, a.spec, D, net, b);
-  for (int d = 0; d < D; ++d) row[d] = x[d];
+  float regs[kMaxRegisters][kMaxDim];
+  float* reg[kMaxRegisters];
+  for (int r = 0; r < kMaxRegisters; ++r) reg[r] = regs[r];
+  const TableNet<W> net{L, mlp_weights(L, weights), a.plan};
+  const ThreadDraws draws{a.plan.seed, (uint32_t)(a.plan.start + i), D};
+  sample_path(a.plan, D, net, draws, reg);
+  for (int d = 0; d < D; ++d) a.out[i * D + d] = reg[0][d];
 }
 
 // A launch of the likelihood: every sample from eps to T.
 struct LogProbArgs {
   MlpLayout L;
   SdeParams sde;
-  LogProbSpec spec;
+  LogProbPlan spec;
   const float* weights;  // packed, k-major
   const float* x;        // [n, dim]
   int64_t n;
@@ -148,5 +133,5 @@ FS_HD int log_prob_thread(const LogProbArgs& a, const float* weights, int64_t i)
   return failed;
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace fastscore

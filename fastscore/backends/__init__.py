@@ -1,16 +1,23 @@
-"""Backend registry: what each backend can run, and the one place a backend is chosen.
+"""Backend registry: what each backend declares it runs, and the one place a backend is chosen.
 
-``backends()`` reports availability; ``select`` resolves ``backend="auto"`` (fastest
-available: cuda, cpu, numba, then the torch reference) and ends in an error that says how
-to fix the request when the named backend cannot run it.
+``backends()`` reports availability. Every native backend declares what it runs (``Declares``:
+the step-program operations its sampler interprets, its register file, its likelihood methods
+and size limits); ``resolve`` holds each request against the declaration before anything runs,
+so no backend is handed work it did not declare. ``backend="auto"`` takes the fastest available
+backend that runs the request (cuda, cpu, numba) and falls back to the torch reference, which
+runs everything; a named backend that cannot run the request raises an error naming both sides.
 """
 
 from __future__ import annotations
 
+from ..nn import pack
 from . import cpu, cuda, numba_backend, reference
+from .declares import Declares
 
 NAMES = ("cpu", "cuda", "numba", "torch")
 _MODULES = {"cpu": cpu, "cuda": cuda, "numba": numba_backend, "torch": reference}
+
+__all__ = ["NAMES", "Declares", "backends", "resolve", "module"]
 
 
 def backends() -> dict:
@@ -23,13 +30,18 @@ def backends() -> dict:
     }
 
 
-def _supports(name: str, task: str, method: str) -> bool:
-    """Whether a native backend implements (task, method); the reference implements all."""
-    return name in _MODULES and (task, method) in _MODULES[name].SUPPORTS
+def _refusal(name: str, task: str, method: str, model, program, trace) -> str | None:
+    """Why backend `name` does not run the request, or None if it declares all of it."""
+    try:
+        packed = pack(model)
+    except TypeError as exc:
+        return str(exc)
+    return _MODULES[name].DECLARES.refuses(name, task, method, packed, program, trace)
 
 
-def resolve(backend: str, task: str, method: str) -> str:
-    """The name of the backend that runs (task, method); "auto" picks the fastest that can."""
+def resolve(backend: str, task: str, method: str, model, program=None, trace: str | None = None) -> str:
+    """The name of the backend that runs the request; "auto" picks the fastest that can.
+    program: a sampler's compiled step program; trace: the likelihood's trace estimator."""
     if backend not in NAMES and backend != "auto":
         raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of {', '.join(map(repr, NAMES))}")
     if backend == "torch":
@@ -37,19 +49,17 @@ def resolve(backend: str, task: str, method: str) -> str:
     info = backends()
     if backend == "auto":
         for name in ("cuda", "cpu", "numba"):
-            if info[name]["available"] and _supports(name, task, method):
+            if info[name]["available"] and _refusal(name, task, method, model, program, trace) is None:
                 return name
         return "torch"
     if not info[backend]["available"]:
         raise RuntimeError(f"backend {backend!r} is not available here: {info[backend]['detail']}")
-    if not _supports(backend, task, method):
-        raise ValueError(
-            f"{task} method {method!r} is not implemented on backend {backend!r}; "
-            "use backend='torch' (the reference) or backend='auto'"
-        )
+    reason = _refusal(backend, task, method, model, program, trace)
+    if reason is not None:
+        raise ValueError(f"{reason}; use backend='torch' (the reference) or backend='auto'")
     return backend
 
 
-def select(backend: str, task: str, method: str):
-    """The module that runs (task, method) on `backend` (see ``resolve``)."""
-    return _MODULES[resolve(backend, task, method)]
+def module(name: str):
+    """The module of a resolved backend name."""
+    return _MODULES[name]

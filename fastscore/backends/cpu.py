@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from ..nn import PackedModel, pack
-from ..plan import LOG_PROB_CODES, METHOD_CODES, LogProbPlan, SamplePlan
+from ..plan import LOG_PROB_CODES, TRACES, LogProbPlan, SamplePlan
+from ..program import DRAW, EVAL, LIN, MAX_REGISTERS
 from ..sde import SDE
+from .declares import Declares
 
 _IMPORT_ERROR = "no compiled module"
 try:
@@ -16,8 +18,11 @@ except ImportError as exc:  # a source checkout without a build, or a broken bui
     _IMPORT_ERROR = str(exc)
 
 
-# (task, method) pairs with a fused kernel
-SUPPORTS = {("sample", m) for m in METHOD_CODES} | {("log_prob", m) for m in LOG_PROB_CODES}
+# the fused kernels interpret any step program (csrc/include/fastscore/program.h) and run
+# every likelihood method; per-lane stack buffers bound the dimension
+DECLARES = Declares(ops=frozenset({EVAL, DRAW, LIN}), max_registers=MAX_REGISTERS,
+                    log_prob=frozenset(LOG_PROB_CODES), traces=frozenset(TRACES),
+                    max_dim=None if _core is None else _core.build_info()["max_dim"])
 
 
 def info() -> dict:
@@ -38,23 +43,20 @@ def sde_tuple(sde: SDE) -> tuple:
     return (sde.kind, *sde.params)
 
 
-def check_dim(p: PackedModel) -> None:
-    max_dim = _core.build_info()["max_dim"]
-    if p.dim > max_dim:
-        raise ValueError(f"the CPU kernels take dim <= {max_dim}, this model has dim {p.dim}; use backend='torch'")
+def program_args(plan: SamplePlan) -> tuple:
+    """The step program and tables of a plan as the bindings take them (csrc/bindings.cpp)."""
+    k = plan.kernel
+    return (k.ops, k.n_body, k.n_slots, k.n_registers, k.coef, k.bias, k.scale, plan.prior_std)
 
 
-def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
-    p = pack(model)
-    check_dim(p)
-    out = _core.sample(p.weights, layout(p), sde_tuple(sde), METHOD_CODES[plan.method], plan.n, plan.steps, plan.eps,
-                       plan.seed, plan.start, plan.snr, plan.corrector_steps, plan.denoise)
+def sample(model, plan: SamplePlan) -> torch.Tensor:
+    p = plan.kernel.packed
+    out = _core.sample(p.weights, layout(p), *program_args(plan), plan.n, plan.seed, plan.start)
     return torch.from_numpy(out)
 
 
 def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
     p = pack(model)
-    check_dim(p)
     xs = x.detach().to("cpu", torch.float32).contiguous().numpy()
     logp, nfe, failed = _core.log_prob(p.weights, layout(p), sde_tuple(sde), xs, LOG_PROB_CODES[plan.method],
                                        plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson",

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import torch
 
-from ..nn import PackedModel, pack
-from ..plan import LOG_PROB_CODES, METHOD_CODES, LogProbPlan, SamplePlan
+from dataclasses import replace
+
+from ..nn import pack
+from ..plan import LOG_PROB_CODES, LogProbPlan, SamplePlan
 from ..sde import SDE
 from . import cpu
-from .cpu import _core, layout, rk45_failure, sde_tuple
+from .cpu import _core, layout, program_args, rk45_failure, sde_tuple
 
-SUPPORTS = cpu.SUPPORTS  # every method the CPU kernels have
+# the CPU kernels' declaration (the same shared headers) within the per-thread array sizes of
+# csrc/cuda/thread_body.h
+DECLARES = cpu.DECLARES if _core is None else replace(
+    cpu.DECLARES, max_dim=_core.build_info()["cuda_max_dim"], max_width=_core.build_info()["cuda_max_width"],
+    max_embed=_core.build_info()["cuda_max_embed"])
 
 
 def info() -> dict:
@@ -32,37 +38,24 @@ def info() -> dict:
     return {"available": True, "compiled": True, "detail": ", ".join(names)}
 
 
-def check_layout(p: PackedModel) -> None:
-    b = _core.build_info()
-    embed = p.embed_dim
-    if p.dim > b["cuda_max_dim"] or p.width > b["cuda_max_width"] or embed > b["cuda_max_embed"]:
-        raise ValueError(
-            f"the CUDA kernels take dim <= {b['cuda_max_dim']}, width <= {b['cuda_max_width']} and at most "
-            f"{b['cuda_max_embed'] // 2} Fourier features; this model has dim {p.dim}, width {p.width}, "
-            f"time embedding size {embed}: use backend='cpu'")
-
-
 def model_device(model) -> torch.device:
     """The model's CUDA device, or the current CUDA device for a model on the CPU."""
     device = next(model.parameters()).device
     return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
-def sample(model, sde: SDE, plan: SamplePlan) -> torch.Tensor:
-    p = pack(model)
-    check_layout(p)
+def sample(model, plan: SamplePlan) -> torch.Tensor:
+    p = plan.kernel.packed
     device = model_device(model)
     out = torch.empty((plan.n, p.dim), dtype=torch.float32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream
-    _core.cuda_sample(p.weights, layout(p), sde_tuple(sde), METHOD_CODES[plan.method], plan.n, plan.steps, plan.eps,
-                      plan.seed, plan.start, plan.snr, plan.corrector_steps, plan.denoise, out.data_ptr(),
+    _core.cuda_sample(p.weights, layout(p), *program_args(plan), plan.n, plan.seed, plan.start, out.data_ptr(),
                       device.index, stream)
     return out
 
 
 def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
     p = pack(model)
-    check_layout(p)
     device = x.device if x.is_cuda else model_device(model)
     xs = x.detach().to(device=device, dtype=torch.float32).contiguous()
     n = xs.shape[0]

@@ -89,7 +89,7 @@ FS_HD void add_compensated(V& sum, V& comp, V incr) {
 
 // Fixed-step Runge–Kutta (euler, heun, rk4) from w.y at eps to T; nfe [lanes].
 template <int J, bool KMajor, class V>
-FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbSpec& p, int nt,
+FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbPlan& p, int nt,
                        const OdeBuffers<V>& w, int64_t* nfe) {
   constexpr int NL = LaneAccess<V>::count;
   const int D = L.dim;
@@ -124,7 +124,7 @@ FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams&
 // idle until every lane is done; lanes >= count (padding) start done. nfe [lanes]. Returns
 // the number of lanes that gave up (too many attempts).
 template <int J, bool KMajor, class V>
-FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbSpec& p, int nt,
+FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbPlan& p, int nt,
                          int count, const OdeBuffers<V>& w, int64_t* nfe) {
   const DormandPrince DP = dormand_prince();
   constexpr int NL = LaneAccess<V>::count;
@@ -209,7 +209,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
 // directions in w.dirs) to T; log p of lane l is then lane_log_prob(sde, D, w, l). Returns the
 // number of lanes that gave up (rk45).
 template <int J, bool KMajor, class V>
-FS_HD int integrate(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbSpec& p, int nt,
+FS_HD int integrate(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbPlan& p, int nt,
                     int count, const OdeBuffers<V>& w, int64_t* nfe) {
   w.y[L.dim] = V{};
   w.comp[0] = V{};

@@ -136,11 +136,14 @@ FS_HD void dense(const float* W, int ld, const float* b, int n_in, int n_out, co
   }
 }
 
+// Unknown codes give NaN (the bindings reject them before any kernel runs: device code cannot
+// throw, and a silent default would run a network the caller did not ask for).
 template <class V>
 FS_HD V activation(int kind, V x) {
   using M = LaneMath<V>;
   const V zero{};
   switch (kind) {
+    case kReLU: return x > 0.0f ? x : zero;
     case kTanh: {
       // tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation near 0
       const V e = M::expm1(-2.0f * (x < 0.0f ? -x : x));
@@ -154,7 +157,7 @@ FS_HD V activation(int kind, V x) {
       const V ax = x < 0.0f ? -x : x;
       return (x > 0.0f ? x : zero) + M::log1p(M::exp(-ax));
     }
-    default: return x > 0.0f ? x : zero;
+    default: return splat<V>(NAN);
   }
 }
 
@@ -180,9 +183,12 @@ FS_HD V activation_and_slope(int kind, V x, V* slope) {
     case kSoftplus:
       *slope = one / (one + M::exp(-x));
       return activation(kSoftplus, x);
-    default:
+    case kReLU:
       *slope = x > 0.0f ? one : zero;
       return x > 0.0f ? x : zero;
+    default:
+      *slope = splat<V>(NAN);
+      return splat<V>(NAN);
   }
 }
 

@@ -17,7 +17,7 @@ namespace fastscore {
 enum LogProbMethod : int { kLpEuler = 0, kLpHeun = 1, kLpRk4 = 2, kLpRk45 = 3 };
 
 // A likelihood request (fastscore/plan.py LogProbPlan)
-struct LogProbSpec {
+struct LogProbPlan {
   int method;
   int steps;  // fixed-step methods
   double eps, rtol, atol;
@@ -31,13 +31,15 @@ struct Tableau {
   double c[4], a[4][3], b[4];
 };
 
+// unknown codes (rejected by the bindings) give a NaN tableau, never another method
 FS_HD Tableau fixed_tableau(int method) {
   switch (method) {
+    case kLpEuler: return Tableau{1, {0.0}, {{0}}, {1.0}};
     case kLpHeun: return Tableau{2, {0.0, 1.0}, {{0}, {1.0}}, {0.5, 0.5}};
     case kLpRk4:
       return Tableau{4, {0.0, 0.5, 0.5, 1.0}, {{0}, {0.5}, {0.0, 0.5}, {0.0, 0.0, 1.0}},
                      {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6}};
-    default: return Tableau{1, {0.0}, {{0}}, {1.0}};
+    default: return Tableau{1, {NAN}, {{0}}, {NAN}};
   }
 }
 

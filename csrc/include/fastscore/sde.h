@@ -23,9 +23,16 @@ FS_HD double beta_integral(const SdeParams& s, double t) {
   return s.p0 * t + 0.5 * (s.p1 - s.p0) * t * t / s.T;
 }
 
+// Unknown kinds (rejected by the bindings) give NaN, never another SDE's coefficients.
+
 // f(t): the drift is f(t) x
 FS_HD double drift_coeff(const SdeParams& s, double t) {
-  return s.kind == kVE ? 0.0 : -0.5 * beta_of(s, t);
+  switch (s.kind) {
+    case kVE: return 0.0;
+    case kVP:
+    case kSubVP: return -0.5 * beta_of(s, t);
+    default: return NAN;
+  }
 }
 
 // g(t)^2
@@ -33,13 +40,19 @@ FS_HD double diffusion_sq(const SdeParams& s, double t) {
   switch (s.kind) {
     case kVE: return exp(2.0 * log(s.p0) * t);
     case kSubVP: return beta_of(s, t) * -expm1(-2.0 * beta_integral(s, t));
-    default: return beta_of(s, t);
+    case kVP: return beta_of(s, t);
+    default: return NAN;
   }
 }
 
 // m(t): E[x_t | x_0] = m(t) x_0
 FS_HD double mean_coeff(const SdeParams& s, double t) {
-  return s.kind == kVE ? 1.0 : exp(-0.5 * beta_integral(s, t));
+  switch (s.kind) {
+    case kVE: return 1.0;
+    case kVP:
+    case kSubVP: return exp(-0.5 * beta_integral(s, t));
+    default: return NAN;
+  }
 }
 
 // sigma(t): std of x_t given x_0 (expm1 keeps digits near t = 0)
@@ -50,7 +63,8 @@ FS_HD double marginal_std(const SdeParams& s, double t) {
       return sqrt(expm1(2.0 * ls * t) / (2.0 * ls));
     }
     case kSubVP: return -expm1(-beta_integral(s, t));
-    default: return sqrt(-expm1(-beta_integral(s, t)));
+    case kVP: return sqrt(-expm1(-beta_integral(s, t)));
+    default: return NAN;
   }
 }
 
