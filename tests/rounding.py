@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from fastscore import SDE, ScoreMLP, rng
-from fastscore.backends.reference import STEPS, tweedie
+from fastscore.backends.reference import step
 from fastscore.plan import SamplePlan, make_sample_plan
+from fastscore.program import STATE
 
 U = 2.0**-24
 TRANSCENDENTAL_ULPS = 8  # libm's expf/expm1f/log1pf are within 1-2 ulp; the formulas add <= 4 roundings
@@ -75,40 +76,44 @@ def _jacobian(model: ScoreMLP, x: torch.Tensor, t: float) -> torch.Tensor:
     return torch.func.vmap(torch.func.jacrev(f))(x.double())
 
 
-def step_error_bound(model: ScoreMLP, sde: SDE, plan: SamplePlan, x0: torch.Tensor, noise, correctors=()):
-    """Float64 trajectory from x0 [n, dim] by the reference's own step functions, and the
-    per-sample bound [n] on the 2-norm of a float32 kernel's deviation from it.
+def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise):
+    """Float64 trajectory from x0 [n, dim] by the reference's own step (the plan's program),
+    and the per-sample bound [n] on the 2-norm of a float32 kernel's deviation from it.
 
     Every score evaluation and noise draw of a step is given a zero perturbation; autograd
     then yields the exact sensitivities of x_{k+1} to x_k (M_k), to each evaluation (J_e)
     and each noise vector (J_z). The local error of step k is
       sum_e ||J_e|| (E_e + [e > 0] gamma_3 ||in_e|| ||ds/dx(in_e)||)       network rounding
       + gamma_8 (||x_k|| + ||x_{k+1}|| + sum_e ||J_e|| ||s_e|| + sum_z ||J_z|| ||z||)  update arithmetic
-    with E_e = mlp_error_bound at the evaluation's input (intermediate inputs such as
-    Heun's predictor carry their own rounding), and it reaches the end multiplied by
-    M_{N-1} ... M_{k+1}. `noise(k)`, `correctors[j](k)`: the step-k normals [n, dim]."""
+    with E_e = mlp_error_bound at the evaluation's input (inputs computed within the step,
+    such as Heun's predictor, carry their own rounding), and it reaches the end multiplied by
+    M_{N-1} ... M_{k+1}. Every Lin of the program rounds at most 4 products and 3 sums, inside
+    gamma_8. `noise(stream, k)`: the step-k normals [n, dim] of a stream. Rules that carry
+    history between steps would need their registers in M_k; none of the rules here does."""
+    assert not plan.rule.carries, "the bound walks the state x alone"
     model = model.double()
-    step = STEPS[plan.method]
     x = x0.double()
     n, dim = x.shape
     locals_ = [gamma(2) * x.norm(dim=1)]  # prior: z rounded to float32, times prior std
     maps = []
-    for k in range(plan.steps + int(plan.denoise)):
-        final = k == plan.steps  # the denoising step
-        evals = []
+    for k in range(plan.steps + int(bool(plan.program.final))):
+        final = k == plan.steps  # the final program (the denoising step)
+        evals, zs = [], []
 
         def score(xi, t):
             d = torch.zeros_like(xi, requires_grad=True)
             evals.append((xi.detach(), t, d))
             return model(xi, t) + d
 
-        zs = [] if final else [f(k).clone().requires_grad_(True) for f in (noise, *correctors)]
+        def draw(stream):
+            zs.append(noise(stream, k).clone().requires_grad_(True))
+            return zs[-1]
+
         x_in = x.detach().requires_grad_(True)
+        regs = {STATE: x_in}
         with torch.enable_grad():
-            if final:
-                x_next = tweedie(score, sde, x_in, plan.eps)
-            else:
-                x_next = step(score, sde, plan, x_in, k, lambda _, z=zs[0]: z, [lambda _, z=z: z for z in zs[1:]])
+            step(score, plan, regs, k, None if final else draw)
+            x_next = regs[STATE]
             leaves = [x_in] + [d for *_, d in evals] + zs
             rows = [torch.autograd.grad(x_next[:, i].sum(), leaves, retain_graph=True, allow_unused=True)
                     for i in range(dim)]
@@ -195,7 +200,6 @@ def sample_bound(model: ScoreMLP, sde: SDE, method: str, steps: int, options: di
     plan = make_sample_plan(model, sde, n, method, steps, 1e-3, seed, 0, options.get("snr", 0.16),
                             options.get("corrector_steps", 1), options.get("denoise", False))
     idx = np.arange(n)
-    noise = lambda stream: lambda k: torch.from_numpy(rng.normals(seed, idx, k, stream, plan.dim))  # noqa: E731
-    x0 = sde.prior_std * torch.from_numpy(rng.normals(seed, idx, 0, rng.STREAM_PRIOR, plan.dim))
-    correctors = [noise(rng.STREAM_CORRECTOR + j) for j in range(plan.corrector_steps if method == "pc" else 0)]
-    return step_error_bound(model, sde, plan, x0, noise(rng.STREAM_PREDICTOR), correctors)
+    noise = lambda stream, k: torch.from_numpy(rng.normals(seed, idx, k, stream, plan.dim))  # noqa: E731
+    x0 = plan.prior_std * noise(rng.STREAM_PRIOR, 0)
+    return step_error_bound(model, plan, x0, noise)

@@ -4,6 +4,8 @@ problem; backends report themselves; empty requests give empty answers everywher
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from torch import nn
 import fastscore as fs
 from fastscore.backends import cpu as cpu_backend
 from fastscore.plan import check_points
+from fastscore.program import DRAW
 
 NAN, INF = float("nan"), float("inf")
 SDE = fs.VPSDE(0.1, 20.0)
@@ -89,14 +92,18 @@ def test_sample_rejects_bad_model_and_sde(backend):
 
 
 @pytest.mark.parametrize("task,method", [("sample", "pc"), ("log_prob", "rk45")])
-def test_backend_without_a_method_points_to_the_reference(monkeypatch, task, method):
-    monkeypatch.setattr(cpu_backend, "SUPPORTS", cpu_backend.SUPPORTS - {(task, method)})
-    with pytest.raises(ValueError, match=f"{task} method '{method}' is not implemented on backend 'cpu'.*backend='torch'"):
+def test_backend_that_does_not_declare_a_request_names_both_sides(monkeypatch, task, method):
+    declared = cpu_backend.DECLARES
+    monkeypatch.setattr(cpu_backend, "DECLARES", replace(declared, ops=declared.ops - {DRAW},
+                                                         log_prob=declared.log_prob - {"rk45"}))
+    expect = ("sampler 'pc' uses step operations \\['Draw'\\], which backend 'cpu' does not declare" if task == "sample"
+              else "log_prob method 'rk45' is not declared by backend 'cpu'")
+    with pytest.raises(ValueError, match=expect + ".*backend='torch'"):
         if task == "sample":
             fs.sample(_model(), SDE, 4, method=method, steps=2, backend="cpu")
         else:
             fs.log_prob(_model(), SDE, torch.randn(3, 2), method=method, steps=2, backend="cpu")
-    # and "auto" quietly takes the reference instead
+    # and "auto" quietly takes another backend that declares it
     if task == "sample":
         assert fs.sample(_model(), SDE, 4, method=method, steps=2, backend="auto").shape == (4, 2)
 

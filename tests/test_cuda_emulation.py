@@ -1,7 +1,7 @@
 """The CUDA kernels' per-thread bodies run on the CPU (csrc/cuda/emulate.cpp): the same launch
 plan, grid arithmetic, shared-memory staging and thread code as the GPU, scheduled block by
 block. Held against the float64 reference and the CPU kernel like the CPU kernels are, so
-an indexing, offset, staging or chunking bug shows here before any GPU sees it. Runs with or
+an indexing, offset, staging or table bug shows here before any GPU sees it. Runs with or
 without a CUDA build: the harness is always compiled."""
 
 import pytest
@@ -9,7 +9,7 @@ import torch
 
 import fastscore as fs
 from fastscore.backends import cpu as cpu_backend
-from fastscore.plan import LOG_PROB_CODES, METHOD_CODES
+from fastscore.plan import LOG_PROB_CODES, make_sample_plan
 
 from cases import CUDA_METHODS, CUDA_NETS, SDES, fresh_seed, model_for
 from rounding import sample_bound
@@ -21,10 +21,11 @@ BLOCK = 128  # csrc/cuda/thread_body.h kBlock
 
 
 def emulate_sample(model, sde, n, method, steps, seed, start=0, stage_shared=True, **options):
-    p = fs.pack(model)
-    out = core.emulate_sample(p.weights, cpu_backend.layout(p), cpu_backend.sde_tuple(sde), METHOD_CODES[method], n,
-                              steps, 1e-3, seed, start, options.get("snr", 0.16), options.get("corrector_steps", 1),
-                              options.get("denoise", False), stage_shared)
+    plan = make_sample_plan(model, sde, n, method, steps, 1e-3, seed, start, options.get("snr", 0.16),
+                            options.get("corrector_steps", 1), options.get("denoise", False)).for_kernels(fs.pack(model))
+    p = plan.kernel.packed
+    out = core.emulate_sample(p.weights, cpu_backend.layout(p), *cpu_backend.program_args(plan), n, seed, start,
+                              stage_shared)
     return torch.from_numpy(out)
 
 

@@ -31,12 +31,9 @@ def backends() -> dict:
 
 
 def _refusal(name: str, task: str, method: str, model, program, trace) -> str | None:
-    """Why backend `name` does not run the request, or None if it declares all of it."""
-    try:
-        packed = pack(model)
-    except TypeError as exc:
-        return str(exc)
-    return _MODULES[name].DECLARES.refuses(name, task, method, packed, program, trace)
+    """Why backend `name` does not run the request, or None if it declares all of it. A model
+    the kernels cannot run at all raises pack's TypeError."""
+    return _MODULES[name].DECLARES.refuses(name, task, method, pack(model), program, trace)
 
 
 def resolve(backend: str, task: str, method: str, model, program=None, trace: str | None = None) -> str:
@@ -48,9 +45,12 @@ def resolve(backend: str, task: str, method: str, model, program=None, trace: st
         return backend
     info = backends()
     if backend == "auto":
-        for name in ("cuda", "cpu", "numba"):
-            if info[name]["available"] and _refusal(name, task, method, model, program, trace) is None:
-                return name
+        try:
+            for name in ("cuda", "cpu", "numba"):
+                if info[name]["available"] and _refusal(name, task, method, model, program, trace) is None:
+                    return name
+        except TypeError:  # not a network the kernels run
+            pass
         return "torch"
     if not info[backend]["available"]:
         raise RuntimeError(f"backend {backend!r} is not available here: {info[backend]['detail']}")
