@@ -1,0 +1,172 @@
+"""fastscore._core checks everything it is given before touching memory: every layout field,
+code, index and table size, one bad field at a time, raises ValueError (never a crash, never a
+kernel run on a layout it did not validate). The Python layer is not the only guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastscore as fs
+from fastscore.backends import cpu as cpu_backend
+from fastscore.plan import make_sample_plan
+from fastscore.program import DRAW, EVAL, LIN
+
+core = cpu_backend._core
+pytestmark = pytest.mark.skipif(core is None, reason="extension not built")
+
+
+def _valid(method="pc", denoise=True):
+    """(packed weights, layout, program args, sde tuple) of a small valid request."""
+    torch.manual_seed(0)
+    model = fs.ScoreMLP(2, 8, 2, "tanh", "fourier", fourier_features=3)
+    plan = make_sample_plan(model, fs.VPSDE(), 5, method, 4, 1e-3, 1, 0, 0.16, 2, denoise)
+    plan = plan.for_kernels(fs.pack(model))
+    p = plan.kernel.packed
+    return p.weights, cpu_backend.layout(p), list(cpu_backend.program_args(plan)), cpu_backend.sde_tuple(fs.VPSDE())
+
+
+def _sample(weights, layout, args, n=5, seed=1, start=0):
+    return core.sample(weights, layout, *args, n, seed, start)
+
+
+def test_the_valid_request_runs():
+    weights, layout, args, _ = _valid()
+    assert np.isfinite(_sample(weights, layout, args)).all()
+
+
+LAYOUT_FIELDS = ["dim", "width", "depth", "activation", "time_embedding", "n_freqs", "std_kind"]
+BAD_LAYOUT = [  # (field index, value)
+    (0, 0), (0, -1), (0, 10**6), (1, 0), (1, -3), (1, 2**20), (2, 0), (2, 10**5),
+    (3, 5), (3, -1), (3, 99), (4, 2), (4, -1), (4, 7), (5, 0), (5, 10**6), (6, 3), (6, -2),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_LAYOUT, ids=[f"{LAYOUT_FIELDS[f]}={v}" for f, v in BAD_LAYOUT])
+def test_every_binding_rejects_a_bad_layout_field(field, value):
+    weights, layout, args, sde = _valid()
+    bad = list(layout)
+    bad[field] = value
+    bad = tuple(bad)
+    x = np.random.default_rng(0).standard_normal((4, 2)).astype(np.float32)
+    calls = [
+        lambda: _sample(weights, bad, args),
+        lambda: core.mlp_eval(weights, bad, x, 0.5),
+        lambda: core.score_trace(weights, bad, x, 0.5, False, 0),
+        lambda: core.log_prob(weights, bad, sde, x, 0, 3, 1e-5, 1e-5, 1e-5, False, 0),
+        lambda: core.emulate_sample(weights, bad, *args, 5, 1, 0, True),
+        lambda: core.emulate_log_prob(weights, bad, sde, x, 0, 3, 1e-5, 1e-5, 1e-5, False, 0, True),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+
+
+def test_the_time_embedding_code_that_crashed_is_rejected():
+    """The crash of issue 8/12: a concat layout with an unknown embedding code and a large
+    frequency count, whose buffer was sized for one layout and filled for another."""
+    weights, layout, args, _ = _valid()
+    bad = (layout[0], layout[1], layout[2], layout[3], 5, 4000, layout[6], layout[7])
+    with pytest.raises(ValueError, match="time-embedding"):
+        _sample(weights, bad, args)
+
+
+def test_weights_and_std_sde_are_checked():
+    weights, layout, args, sde = _valid()
+    for w in (weights[:-1], np.append(weights, 1.0), weights.reshape(1, -1)):
+        with pytest.raises(ValueError, match="packed_size"):
+            _sample(w.astype(np.float32), layout, args)
+    nan = weights.copy()
+    nan[3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        _sample(nan, layout, args)
+    for std in [(1, (0.5, 0.0, 1.0)), (0, (0.1, 20.0, -1.0)), (2, (np.nan, 1.0, 1.0))]:
+        bad = (*layout[:6], std[0], std[1])
+        with pytest.raises(ValueError, match="std_sde"):
+            _sample(weights, bad, args)
+    for bad_sde in [(3, 0.1, 20.0, 1.0), (-1, 0.1, 20.0, 1.0), (1, 0.5, 0.0, 1.0), (0, 20.0, 0.1, 1.0),
+                    (0, 0.1, 20.0, 0.0), (0, 0.1, np.inf, 1.0)]:
+        with pytest.raises(ValueError, match="sde"):
+            core.log_prob(weights, layout, bad_sde, np.zeros((2, 2), np.float32), 0, 3, 1e-5, 1e-5, 1e-5, False, 0)
+
+
+def _with_op(args, row, col, value):
+    ops = args[0].copy()
+    ops[row, col] = value
+    return [ops, *args[1:]]
+
+
+def test_every_op_field_is_range_checked():
+    weights, layout, args, _ = _valid()
+    ops, n_body, n_slots, n_regs = args[0], args[1], args[2], args[3]
+    kinds = ops[:, 0]
+    ev, dr, ln = (int(np.flatnonzero(kinds[:n_body] == k)[0]) for k in (EVAL, DRAW, LIN))
+    final_eval = n_body + int(np.flatnonzero(kinds[n_body:] == EVAL)[0])
+    n_coef = args[4].shape[1]
+    bad = [
+        (ev, 0, 7), (ev, 0, -1),  # unknown opcodes
+        (ev, 1, n_regs), (ev, 1, -1), (ev, 2, n_regs), (ev, 3, n_slots), (ev, 3, -1),  # registers, slot
+        (final_eval, 3, 1),  # the final program has one evaluation row
+        (dr, 2, -1),  # stream
+        (ln, 2, 0), (ln, 2, 5), (ln, 4, n_regs), (ln, 5, n_coef), (ln, 5, -1),  # terms
+    ]
+    for row, col, value in bad:
+        with pytest.raises(ValueError, match=r"ops\[|opcode"):
+            _sample(weights, layout, _with_op(args, row, col, value))
+    # a draw in the final program
+    moved = _with_op(args, final_eval, 0, DRAW)
+    with pytest.raises(ValueError, match="final program may not draw"):
+        _sample(weights, layout, moved)
+
+
+def test_program_counts_and_table_shapes_are_checked():
+    weights, layout, args, _ = _valid()
+    ops, n_body, n_slots, n_regs, coef, bias, scale, prior = args
+    cases = {
+        "ops": [ops[:, :11], ops[:0], ops.astype(np.float32)[None]],
+        "n_body": [-1, len(ops) + 1],
+        "n_slots": [0, 2],  # 2: the bias table no longer matches
+        "n_registers": [0, 9, n_regs - 1],
+        "coef": [coef[:1], coef[:, :-1], coef[None], np.full_like(coef, np.nan)],
+        "bias": [bias[:-1], bias[:, :-1], bias.ravel(), np.full_like(bias, np.inf)],
+        "scale": [scale[:-1], scale[None], np.full_like(scale, np.nan)],
+        "prior_std": [0.0, -1.0, np.nan],
+    }
+    names = list(cases)
+    for name, values in cases.items():
+        for value in values:
+            bad = list(args)
+            bad[names.index(name)] = value
+            with pytest.raises(ValueError):
+                _sample(weights, layout, bad)
+    for n, start in [(-1, 0), (5, -1), (2, 2**32 - 1)]:
+        with pytest.raises(ValueError, match="2\\*\\*32"):
+            _sample(weights, layout, args, n=n, start=start)
+
+
+def test_likelihood_and_helper_bindings_check_their_arguments():
+    weights, layout, _, sde = _valid()
+    x = np.ones((3, 2), np.float32)
+    bad_calls = [
+        lambda: core.log_prob(weights, layout, sde, x, 4, 3, 1e-5, 1e-5, 1e-5, False, 0),  # unknown method
+        lambda: core.log_prob(weights, layout, sde, x, -1, 3, 1e-5, 1e-5, 1e-5, False, 0),
+        lambda: core.log_prob(weights, layout, sde, x, 0, 0, 1e-5, 1e-5, 1e-5, False, 0),  # steps
+        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 0.0, 1e-5, 1e-5, False, 0),  # eps
+        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 2.0, 1e-5, 1e-5, False, 0),
+        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 1e-5, 0.0, 1e-5, False, 0),  # rtol
+        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 1e-5, 1e-5, np.nan, False, 0),  # atol
+        lambda: core.log_prob(weights, layout, sde, x[:, :1], 0, 3, 1e-5, 1e-5, 1e-5, False, 0),  # shape
+        lambda: core.log_prob(weights, layout, sde, np.full((3, 2), np.nan, np.float32), 0, 3, 1e-5, 1e-5, 1e-5,
+                              False, 0),
+        lambda: core.mlp_eval(weights, layout, x, np.nan),
+        lambda: core.score_trace(weights, layout, x, np.inf, True, 0),
+        lambda: core.normals(0, np.array([-1]), 0, 1, 2),
+        lambda: core.normals(0, np.array([2**32]), 0, 1, 2),
+        lambda: core.normals(0, np.array([1]), 0, 1, 0),
+        lambda: core.philox(np.zeros((2, 3), np.uint32), 0),
+        lambda: core.sde_coefficients((5, 0.1, 20.0, 1.0), np.array([0.5])),
+    ]
+    for call in bad_calls:
+        with pytest.raises(ValueError):
+            call()
