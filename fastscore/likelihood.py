@@ -31,7 +31,8 @@ def log_prob(
     x: a torch tensor, numpy array, or any CUDA array exposing ``__cuda_array_interface__`` or
     DLPack (taken without a copy).
 
-    Integrates the augmented probability-flow ODE [x, log p] from eps to T (seed 000)
+    Integrates the augmented probability-flow ODE [x, log p] from eps to T (Song et al.
+    2021, Sec. 4.3 and App. D.2; FFJORD, Grathwohl et al. 2019)
     with the divergence of the drift computed exactly ("exact") or by Hutchinson's
     estimator with one Rademacher probe per sample from the shared stream ("hutchinson").
 

@@ -9,8 +9,8 @@ buffer order is fixed and mirrored by ``csrc/include/fastscore/mlp.h``:
     Wout [dim, width]   bout [dim]
     freqs [E / 2]                   (Fourier time embedding only)
 
-with E = 1 for the "concat" embedding (raw t, seed 002) and E = 2 F for "fourier"
-(sin and cos of 2 pi t w_f, seed 003).
+with E = 1 for the "concat" embedding (raw t) and E = 2 F for "fourier" (sin and cos of
+2 pi t w_f: Gaussian Fourier features, Tancik et al. 2020, as in Song et al. 2021).
 """
 
 from __future__ import annotations
@@ -65,12 +65,12 @@ class ScoreMLP(nn.Module):
         depth: number of hidden layers; seed 002's ``basic_net`` (6 Linear layers) is
             ``width=64, depth=5``.
         activation: one of ``ACTIVATIONS``.
-        time_embedding: "concat" (raw t appended to x, seed 002) or "fourier" (Gaussian
-            Fourier features sin/cos(2 pi w t) with fixed w ~ N(0, fourier_scale^2), seed 003).
+        time_embedding: "concat" (raw t appended to x) or "fourier" (Gaussian Fourier
+            features sin/cos(2 pi w t) with fixed w ~ N(0, fourier_scale^2), Tancik et al. 2020).
         fourier_features: number of frequencies F (the embedding has 2 F entries).
         fourier_scale: std of the fixed frequencies.
         std_sde: if given, the output is divided by that SDE's marginal std sigma(t), the
-            inductive bias of seed 003 (the network then predicts -noise instead of the score).
+            parametrisation of Song et al. 2021 (the network then predicts -noise, not the score).
     """
 
     def __init__(

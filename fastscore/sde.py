@@ -130,7 +130,8 @@ class _LinearBeta(SDE):
 
 
 class VPSDE(_LinearBeta):
-    """Variance preserving: dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW (seed 002)."""
+    """Variance preserving (Song et al. 2021, eq. 11; DDPM's continuous limit):
+    dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW."""
 
     kind = 0
 

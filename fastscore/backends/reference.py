@@ -139,9 +139,9 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
 
 
 def _log_prob_scipy(model, sde, x, plan, probe):
-    """Adaptive RK45 with scipy on the whole batch as one system, exactly seed 000's way
-    (one step size for the batch, error measured over every sample at once, so every
-    sample reports the batch's evaluation count)."""
+    """Adaptive RK45 (Dormand–Prince) with scipy on the whole batch as one system, as
+    score_sde's likelihood does (one step size for the batch, error measured over every
+    sample at once, so every sample reports the batch's evaluation count)."""
     n, dim = x.shape
     dtype, device = x.dtype, x.device
 
