@@ -134,13 +134,49 @@ SamplePlan to_sample_plan(const MlpLayout& L, const I32& ops, int n_body, int n_
                     coef.data(), bias.data(), scale.data(), (float)prior_std, seed, start};
 }
 
-LogProbPlan to_log_prob_plan(const SdeParams& sde, int method, int steps, double eps, double rtol, double atol,
-                             bool hutchinson, uint64_t seed) {
-  require(method >= kLpEuler && method <= kLpRk45, "unknown log_prob method code " + std::to_string(method));
+// The integrator as fastscore/backends/cpu.py integrator_args encodes it (ode.h): tableau
+// float64 [stages + 3, stages] (rows: c, a (stages rows), b, e), controller float64 [6]
+// (h0_fraction, safety, min_factor, max_factor, exponent, max_attempts).
+LogProbPlan to_log_prob_plan(const SdeParams& sde, bool adaptive, const F64& tableau, const F64& controller, int steps,
+                             double eps, double rtol, double atol, bool hutchinson, uint64_t seed) {
+  require(tableau.ndim() == 2 && tableau.shape(1) >= 1 && tableau.shape(1) <= kMaxStages &&
+              tableau.shape(0) == tableau.shape(1) + 3,
+          "tableau must be float64 [stages + 3, stages] with 1 <= stages <= 7");
+  require(controller.ndim() == 1 && controller.shape(0) == 6, "controller must be float64 [6]");
+  for (py::ssize_t i = 0; i < tableau.size(); ++i) require(std::isfinite(tableau.data()[i]), "tableau must be finite");
+  LogProbPlan p{};
+  Tableau& tab = p.tab;
+  tab.stages = (int)tableau.shape(1);
+  const int S = tab.stages;
+  for (int i = 0; i < S; ++i) {
+    tab.c[i] = tableau.at(0, i);
+    tab.b[i] = tableau.at(S + 1, i);
+    tab.e[i] = tableau.at(S + 2, i);
+    for (int j = 0; j < S; ++j) {
+      tab.a[i][j] = tableau.at(1 + i, j);
+      require(j < i || tab.a[i][j] == 0.0, "tableau: a must be strictly lower triangular (explicit methods)");
+    }
+  }
+  if (adaptive) {  // the last stage is the derivative at the new point y + h sum b_i k_i, t + h
+    require(S >= 2 && tab.c[S - 1] == 1.0 && tab.b[S - 1] == 0.0, "tableau: an adaptive pair needs c[-1] = 1, b[-1] = 0");
+    for (int j = 0; j < S - 1; ++j) require(tab.a[S - 1][j] == tab.b[j], "tableau: an adaptive pair needs a[-1] = b");
+  }
+  const double* c = controller.data();
+  for (int i = 0; i < 6; ++i) require(std::isfinite(c[i]), "controller must be finite");
+  require(c[0] > 0 && c[0] <= 1 && c[1] > 0 && c[2] > 0 && c[2] <= 1 && c[3] >= 1 && c[4] < 0 && c[5] >= 1 && c[5] <= 1e9,
+          "controller out of range");
+  p.ctl = Controller{c[0], c[1], c[2], c[3], c[4], (int64_t)c[5]};
   require(steps >= 1, "steps must be >= 1");
   require(std::isfinite(eps) && eps > 0 && eps < sde.T, "eps must be in (0, T)");
   require(std::isfinite(rtol) && rtol > 0 && std::isfinite(atol) && atol > 0, "rtol and atol must be finite and > 0");
-  return LogProbPlan{method, steps, eps, rtol, atol, hutchinson, seed};
+  p.adaptive = adaptive;
+  p.steps = steps;
+  p.eps = eps;
+  p.rtol = rtol;
+  p.atol = atol;
+  p.hutchinson = hutchinson;
+  p.seed = seed;
+  return p;
 }
 
 void check_rows(const F32& x, int dim) {
@@ -329,17 +365,18 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "log_prob",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
-         double rtol, double atol, bool hutchinson, uint64_t seed) {
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, bool adaptive, F64 tableau, F64 controller,
+         int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed) {
         const MlpLayout L = to_layout(layout, weights);
         const SdeParams s = to_sde(sde);
-        const LogProbPlan spec = to_log_prob_plan(s, method, steps, eps, rtol, atol, hutchinson, seed);
+        const LogProbPlan spec =
+            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
         return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
           return cpu::log_prob(L, w, s, spec, xp, n, lp, nfe);
         });
       },
-      "(log p [n], nfe [n], failed) by the probability-flow ODE (method: 0 euler, 1 heun, 2 rk4, 3 rk45)",
-      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("method"), py::arg("steps"),
+      "(log p [n], nfe [n], failed) by the probability-flow ODE with the given integrator",
+      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("adaptive"), py::arg("tableau"), py::arg("controller"), py::arg("steps"),
       py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"));
 
   // The CUDA kernels' launches with every thread body run on the CPU (csrc/cuda/emulate.cpp).
@@ -357,17 +394,18 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "emulate_log_prob",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, int method, int steps, double eps,
-         double rtol, double atol, bool hutchinson, uint64_t seed, bool stage_shared) {
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, bool adaptive, F64 tableau, F64 controller,
+         int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed, bool stage_shared) {
         const MlpLayout L = to_cuda_layout(layout, weights);
         const SdeParams s = to_sde(sde);
-        const LogProbPlan spec = to_log_prob_plan(s, method, steps, eps, rtol, atol, hutchinson, seed);
+        const LogProbPlan spec =
+            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
         return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
           return cuda::emulate_log_prob(L, w, s, spec, xp, n, lp, nfe, stage_shared);
         });
       },
       "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", py::arg("weights"),
-      py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("method"), py::arg("steps"), py::arg("eps"),
+      py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("adaptive"), py::arg("tableau"), py::arg("controller"), py::arg("steps"), py::arg("eps"),
       py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"), py::arg("stage_shared"));
 
 #ifdef FASTSCORE_WITH_CUDA
@@ -397,12 +435,13 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "cuda_log_prob",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, uintptr_t x, int64_t n, int method, int steps,
-         double eps, double rtol, double atol, bool hutchinson, uint64_t seed, uintptr_t logp, uintptr_t nfe,
-         int device, uintptr_t stream) {
+      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, uintptr_t x, int64_t n, bool adaptive,
+         F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed,
+         uintptr_t logp, uintptr_t nfe, int device, uintptr_t stream) {
         const MlpLayout L = to_cuda_layout(layout, weights);
         const SdeParams s = to_sde(sde);
-        const LogProbPlan spec = to_log_prob_plan(s, method, steps, eps, rtol, atol, hutchinson, seed);
+        const LogProbPlan spec =
+            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
         require(n >= 0, "n must be >= 0");
         const float* w = weights.data();
         py::gil_scoped_release nogil;
@@ -411,7 +450,7 @@ PYBIND11_MODULE(_core, mod) {
       },
       "the CUDA likelihood on device pointers x [n, dim] float32 -> logp [n] float64, nfe [n] int64; "
       "waits for `stream` and returns the number of failed rk45 solves",
-      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("n"), py::arg("method"),
+      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("n"), py::arg("adaptive"), py::arg("tableau"), py::arg("controller"),
       py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"),
       py::arg("logp"), py::arg("nfe"), py::arg("device"), py::arg("stream"));
 #endif

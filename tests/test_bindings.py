@@ -15,6 +15,7 @@ from fastscore.program import DRAW, EVAL, LIN
 
 core = cpu_backend._core
 pytestmark = pytest.mark.skipif(core is None, reason="extension not built")
+EULER, RK45 = (cpu_backend.integrator_args(m) for m in ("euler", "rk45"))
 
 
 def _valid(method="pc", denoise=True):
@@ -54,9 +55,9 @@ def test_every_binding_rejects_a_bad_layout_field(field, value):
         lambda: _sample(weights, bad, args),
         lambda: core.mlp_eval(weights, bad, x, 0.5),
         lambda: core.score_trace(weights, bad, x, 0.5, False, 0),
-        lambda: core.log_prob(weights, bad, sde, x, 0, 3, 1e-5, 1e-5, 1e-5, False, 0),
+        lambda: core.log_prob(weights, bad, sde, x, *EULER, 3, 1e-5, 1e-5, 1e-5, False, 0),
         lambda: core.emulate_sample(weights, bad, *args, 5, 1, 0, True),
-        lambda: core.emulate_log_prob(weights, bad, sde, x, 0, 3, 1e-5, 1e-5, 1e-5, False, 0, True),
+        lambda: core.emulate_log_prob(weights, bad, sde, x, *EULER, 3, 1e-5, 1e-5, 1e-5, False, 0, True),
     ]
     for call in calls:
         with pytest.raises(ValueError):
@@ -88,7 +89,8 @@ def test_weights_and_std_sde_are_checked():
     for bad_sde in [(3, 0.1, 20.0, 1.0), (-1, 0.1, 20.0, 1.0), (1, 0.5, 0.0, 1.0), (0, 20.0, 0.1, 1.0),
                     (0, 0.1, 20.0, 0.0), (0, 0.1, np.inf, 1.0)]:
         with pytest.raises(ValueError, match="sde"):
-            core.log_prob(weights, layout, bad_sde, np.zeros((2, 2), np.float32), 0, 3, 1e-5, 1e-5, 1e-5, False, 0)
+            core.log_prob(weights, layout, bad_sde, np.zeros((2, 2), np.float32), *EULER, 3, 1e-5, 1e-5, 1e-5, False,
+                          0)
 
 
 def _with_op(args, row, col, value):
@@ -145,20 +147,49 @@ def test_program_counts_and_table_shapes_are_checked():
             _sample(weights, layout, args, n=n, start=start)
 
 
+def _integrator(method, where=None, value=None):
+    adaptive, table, controller = cpu_backend.integrator_args(method)
+    table, controller = table.copy(), controller.copy()
+    if where == "table":
+        table[value[0]] = value[1]
+    elif where == "controller":
+        controller[value[0]] = value[1]
+    return adaptive, table, controller
+
+
+def test_integrator_tables_are_checked():
+    weights, layout, _, sde = _valid()
+    x = np.ones((3, 2), np.float32)
+    bad = [
+        _integrator("rk4", "table", ((1, 2), 0.3)),  # an entry on or above the diagonal: implicit
+        _integrator("rk4", "table", ((0, 1), np.nan)),
+        _integrator("rk45", "table", ((8, 0), 0.5)),  # a[-1] != b: not first-same-as-last
+        _integrator("rk45", "table", ((0, 6), 0.9)),  # c[-1] != 1
+        _integrator("rk45", "controller", (0, 0.0)),  # h0
+        _integrator("rk45", "controller", (2, 2.0)),  # min factor > 1
+        _integrator("rk45", "controller", (4, 0.2)),  # exponent >= 0
+        _integrator("rk45", "controller", (5, 0.0)),  # attempts
+        (True, np.zeros((11, 8)), _integrator("rk45")[2]),  # 8 stages
+        (False, np.zeros((4, 2)), _integrator("rk45")[2]),  # wrong shape
+        (False, _integrator("heun")[1], np.zeros(5)),
+    ]
+    for integ in bad:
+        with pytest.raises(ValueError, match="tableau|controller|adaptive"):
+            core.log_prob(weights, layout, sde, x, *integ, 3, 1e-5, 1e-5, 1e-5, False, 0)
+
+
 def test_likelihood_and_helper_bindings_check_their_arguments():
     weights, layout, _, sde = _valid()
     x = np.ones((3, 2), np.float32)
     bad_calls = [
-        lambda: core.log_prob(weights, layout, sde, x, 4, 3, 1e-5, 1e-5, 1e-5, False, 0),  # unknown method
-        lambda: core.log_prob(weights, layout, sde, x, -1, 3, 1e-5, 1e-5, 1e-5, False, 0),
-        lambda: core.log_prob(weights, layout, sde, x, 0, 0, 1e-5, 1e-5, 1e-5, False, 0),  # steps
-        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 0.0, 1e-5, 1e-5, False, 0),  # eps
-        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 2.0, 1e-5, 1e-5, False, 0),
-        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 1e-5, 0.0, 1e-5, False, 0),  # rtol
-        lambda: core.log_prob(weights, layout, sde, x, 3, 3, 1e-5, 1e-5, np.nan, False, 0),  # atol
-        lambda: core.log_prob(weights, layout, sde, x[:, :1], 0, 3, 1e-5, 1e-5, 1e-5, False, 0),  # shape
-        lambda: core.log_prob(weights, layout, sde, np.full((3, 2), np.nan, np.float32), 0, 3, 1e-5, 1e-5, 1e-5,
-                              False, 0),
+        lambda: core.log_prob(weights, layout, sde, x, *EULER, 0, 1e-5, 1e-5, 1e-5, False, 0),  # steps
+        lambda: core.log_prob(weights, layout, sde, x, *RK45, 3, 0.0, 1e-5, 1e-5, False, 0),  # eps
+        lambda: core.log_prob(weights, layout, sde, x, *RK45, 3, 2.0, 1e-5, 1e-5, False, 0),
+        lambda: core.log_prob(weights, layout, sde, x, *RK45, 3, 1e-5, 0.0, 1e-5, False, 0),  # rtol
+        lambda: core.log_prob(weights, layout, sde, x, *RK45, 3, 1e-5, 1e-5, np.nan, False, 0),  # atol
+        lambda: core.log_prob(weights, layout, sde, x[:, :1], *EULER, 3, 1e-5, 1e-5, 1e-5, False, 0),  # shape
+        lambda: core.log_prob(weights, layout, sde, np.full((3, 2), np.nan, np.float32), *EULER, 3, 1e-5, 1e-5,
+                              1e-5, False, 0),
         lambda: core.mlp_eval(weights, layout, x, np.nan),
         lambda: core.score_trace(weights, layout, x, np.inf, True, 0),
         lambda: core.normals(0, np.array([-1]), 0, 1, 2),

@@ -9,7 +9,7 @@ import torch
 
 import fastscore as fs
 from fastscore.backends import cpu as cpu_backend
-from fastscore.plan import LOG_PROB_CODES, make_sample_plan
+from fastscore.plan import make_sample_plan
 
 from cases import CUDA_METHODS, CUDA_NETS, SDES, fresh_seed, model_for
 from rounding import sample_bound
@@ -32,7 +32,7 @@ def emulate_sample(model, sde, n, method, steps, seed, start=0, stage_shared=Tru
 def emulate_log_prob(model, sde, x, method, steps, trace="exact", seed=0, tol=1e-5, stage_shared=True):
     p = fs.pack(model)
     logp, nfe, failed = core.emulate_log_prob(p.weights, cpu_backend.layout(p), cpu_backend.sde_tuple(sde),
-                                              x.numpy(), LOG_PROB_CODES[method], steps, 1e-5, tol, tol,
+                                              x.numpy(), *cpu_backend.integrator_args(method), steps, 1e-5, tol, tol,
                                               trace == "hutchinson", seed, stage_shared)
     assert failed == 0
     return torch.from_numpy(logp), torch.from_numpy(nfe)

@@ -118,7 +118,7 @@ FS_HD int log_prob_thread(const LogProbArgs& a, const float* weights, int64_t i)
   const MlpLayout L = fixed_width<W>(a.L);
   const int D = L.dim, nt = a.spec.hutchinson ? 1 : D;
   float xin[kMaxDim + kMaxEmbed], dirs[kMaxDim * kMaxDim], s[kMaxDim], h[WB], z[WB], dh[kMaxDim * WB],
-      dz[kMaxDim * WB], y[kMaxDim + 1], y1[kMaxDim + 1], y5[kMaxDim + 1], comp[1], K[7 * (kMaxDim + 1)];
+      dz[kMaxDim * WB], y[kMaxDim + 1], y1[kMaxDim + 1], y5[kMaxDim + 1], comp[1], K[kMaxStages * (kMaxDim + 1)];
   double phi[kMaxEmbed];
   const OdeBuffers<float> b{xin, dirs, s, TangentBuffers<float>{h, z, dh, dz}, y, y1, y5, comp, K, phi};
   for (int d = 0; d < D; ++d) y[d] = a.x[i * D + d];

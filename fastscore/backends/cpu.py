@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from .. import integrators
 
 from ..nn import PackedModel, pack
 from ..plan import LOG_PROB_CODES, TRACES, LogProbPlan, SamplePlan
@@ -55,10 +58,31 @@ def sample(model, plan: SamplePlan) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def integrator_args(method: str) -> tuple:
+    """(adaptive, tableau [stages + 3, stages], controller [6]) of a log_prob method from
+    fastscore/integrators.py, as the bindings take them (csrc/include/fastscore/ode.h). The
+    adaptive pair's last stage is its first-same-as-last derivative at y + h sum b_i k_i."""
+    adaptive = method == "rk45"
+    if adaptive:
+        t = integrators.DOPRI5
+        c, a, b, e = (*t.c, 1.0), (*t.a, t.b), (*t.b, 0.0), t.e
+    else:
+        t = integrators.FIXED[method]
+        c, a, b, e = t.c, t.a, t.b, (0.0,) * len(t.c)
+    S = len(c)
+    table = np.zeros((S + 3, S))
+    table[0], table[S + 1], table[S + 2] = c, b, e
+    for i, row in enumerate(a):
+        table[1 + i, : len(row)] = row
+    controller = np.array([integrators.RK45_H0_FRACTION, integrators.RK45_SAFETY, integrators.RK45_MIN_FACTOR,
+                           integrators.RK45_MAX_FACTOR, integrators.RK45_EXPONENT, integrators.RK45_MAX_ATTEMPTS])
+    return adaptive, table, controller
+
+
 def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
     p = pack(model)
     xs = x.detach().to("cpu", torch.float32).contiguous().numpy()
-    logp, nfe, failed = _core.log_prob(p.weights, layout(p), sde_tuple(sde), xs, LOG_PROB_CODES[plan.method],
+    logp, nfe, failed = _core.log_prob(p.weights, layout(p), sde_tuple(sde), xs, *integrator_args(plan.method),
                                        plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson",
                                        plan.seed)
     rk45_failure(failed, len(xs))

@@ -13,10 +13,10 @@ import torch
 from dataclasses import replace
 
 from ..nn import pack
-from ..plan import LOG_PROB_CODES, LogProbPlan, SamplePlan
+from ..plan import LogProbPlan, SamplePlan
 from ..sde import SDE
 from . import cpu
-from .cpu import _core, layout, program_args, rk45_failure, sde_tuple
+from .cpu import _core, integrator_args, layout, program_args, rk45_failure, sde_tuple
 
 # the CPU kernels' declaration (the same shared headers) within the per-thread array sizes of
 # csrc/cuda/thread_body.h
@@ -62,8 +62,8 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
     logp = torch.empty(n, dtype=torch.float64, device=device)
     nfe = torch.empty(n, dtype=torch.int64, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream
-    failed = _core.cuda_log_prob(p.weights, layout(p), sde_tuple(sde), xs.data_ptr(), n, LOG_PROB_CODES[plan.method],
-                                 plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson", plan.seed,
+    failed = _core.cuda_log_prob(p.weights, layout(p), sde_tuple(sde), xs.data_ptr(), n,
+                                 *integrator_args(plan.method), plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson", plan.seed,
                                  logp.data_ptr(), nfe.data_ptr(), device.index, stream)
     rk45_failure(failed, n)
     return logp, nfe

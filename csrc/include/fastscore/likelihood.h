@@ -16,7 +16,7 @@
 namespace fastscore {
 
 // The lane arrays of one integration: xin [dim + E], dirs [nt * dim], s [dim], the tangent
-// buffers (mlp.h), y, y1, y5 [dim + 1], comp [1] (Kahan), K [7 * (dim + 1)] (stages);
+// buffers (mlp.h), y, y1, y5 [dim + 1], comp [1] (Kahan), K [kMaxStages * (dim + 1)] (stages);
 // phi [E] is double scratch for the time features.
 template <class V>
 struct OdeBuffers {
@@ -93,7 +93,7 @@ FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams&
                        const OdeBuffers<V>& w, int64_t* nfe) {
   constexpr int NL = LaneAccess<V>::count;
   const int D = L.dim;
-  const Tableau tab = fixed_tableau(p.method);
+  const Tableau& tab = p.tab;
   const double h = (sde.T - p.eps) / p.steps;
   const float hf = (float)h;
   double t[NL];
@@ -120,13 +120,14 @@ FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams&
   for (int l = 0; l < NL; ++l) nfe[l] = (int64_t)p.steps * tab.stages;
 }
 
-// Per-lane Dormand–Prince (ode.h) from w.y at eps to T. Lanes that reached T keep h = 0 and
+// Per-lane embedded Runge–Kutta (ode.h: rk45 is Dormand–Prince) from w.y at eps to T. Lanes that reached T keep h = 0 and
 // idle until every lane is done; lanes >= count (padding) start done. nfe [lanes]. Returns
 // the number of lanes that gave up (too many attempts).
 template <int J, bool KMajor, class V>
 FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbPlan& p, int nt,
                          int count, const OdeBuffers<V>& w, int64_t* nfe) {
-  const DormandPrince DP = dormand_prince();
+  const Tableau& DP = p.tab;
+  const int S = DP.stages;  // the last stage is the derivative at the new point (FSAL)
   constexpr int NL = LaneAccess<V>::count;
   const int D = L.dim, C = D + 1;
   double t[NL], h[NL], ts[NL];
@@ -134,7 +135,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
   int failed = 0;
   for (int l = 0; l < NL; ++l) {
     t[l] = p.eps;
-    h[l] = 0.01 * (sde.T - p.eps);
+    h[l] = p.ctl.h0_fraction * (sde.T - p.eps);
     done[l] = l >= count;
     nfe[l] = 1;
   }
@@ -143,13 +144,13 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
     bool all_done = true;
     for (int l = 0; l < NL; ++l) all_done = all_done && done[l];
     if (all_done) break;
-    if (attempt == kRk45MaxAttempts) {
+    if (attempt == p.ctl.max_attempts) {
       for (int l = 0; l < NL; ++l) failed += !done[l];
       break;
     }
     V hv{};
     for (int l = 0; l < NL; ++l) LaneAccess<V>::set(hv, l, done[l] ? 0.0f : (float)h[l]);
-    for (int i = 1; i < 6; ++i) {
+    for (int i = 1; i < S - 1; ++i) {
       for (int c = 0; c < C; ++c) {
         V acc{};
         for (int j = 0; j < i; ++j) acc += (float)DP.a[i][j] * w.stage(j, D)[c];
@@ -161,17 +162,17 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
     V incr_delta{};
     for (int c = 0; c < C; ++c) {
       V acc{};
-      for (int i = 0; i < 6; ++i) acc += (float)DP.b[i] * w.stage(i, D)[c];
+      for (int i = 0; i < S - 1; ++i) acc += (float)DP.b[i] * w.stage(i, D)[c];
       if (c == D) incr_delta = hv * acc;
       w.y5[c] = w.y[c] + hv * acc;
     }
     for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + h[l];
-    velocity<J, KMajor>(L, m, sde, nt, ts, w.y5, w.stage(6, D), w);
+    velocity<J, KMajor>(L, m, sde, nt, ts, w.y5, w.stage(S - 1, D), w);
     // error norm and control, lane by lane
     V err_sq{};
     for (int c = 0; c < C; ++c) {
       V e{};
-      for (int i = 0; i < 7; ++i) e += (float)DP.e[i] * w.stage(i, D)[c];
+      for (int i = 0; i < S; ++i) e += (float)DP.e[i] * w.stage(i, D)[c];
       e = hv * e;
       for (int l = 0; l < NL; ++l) {
         const double scale =
@@ -183,7 +184,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
     V accept_mask{};
     for (int l = 0; l < NL; ++l) {
       if (done[l]) continue;
-      nfe[l] += 6;
+      nfe[l] += S - 1;
       const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
       if (err <= 1.0) {
         const bool last = h[l] >= sde.T - t[l];
@@ -191,7 +192,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
         done[l] = last;
         LaneAccess<V>::set(accept_mask, l, 1.0f);
       }
-      h[l] = ::fmin(h[l] * rk45_factor(err), sde.T - t[l]);
+      h[l] = ::fmin(h[l] * step_factor(p.ctl, err), sde.T - t[l]);
     }
     // accepted lanes move to y5 and reuse the last stage as the next first (FSAL)
     for (int c = 0; c < C; ++c) {
@@ -199,7 +200,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
         w.y[c] = accept_mask > 0.0f ? w.y5[c] : w.y[c];
       else
         add_compensated(w.y[D], w.comp[0], accept_mask * incr_delta);
-      w.stage(0, D)[c] = accept_mask > 0.0f ? w.stage(6, D)[c] : w.stage(0, D)[c];
+      w.stage(0, D)[c] = accept_mask > 0.0f ? w.stage(S - 1, D)[c] : w.stage(0, D)[c];
     }
   }
   return failed;
@@ -213,7 +214,7 @@ FS_HD int integrate(const MlpLayout& L, const MlpWeights& m, const SdeParams& sd
                     int count, const OdeBuffers<V>& w, int64_t* nfe) {
   w.y[L.dim] = V{};
   w.comp[0] = V{};
-  if (p.method == kLpRk45) return adaptive_steps<J, KMajor>(L, m, sde, p, nt, count, w, nfe);
+  if (p.adaptive) return adaptive_steps<J, KMajor>(L, m, sde, p, nt, count, w, nfe);
   fixed_steps<J, KMajor>(L, m, sde, p, nt, w, nfe);
   return 0;
 }
