@@ -205,7 +205,7 @@ def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, steps: int
 def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise) -> SamplePlan:
     dim = model_dim(model)
     check_sde(sde)
-    rule = RULES[check_choice("method", method, SAMPLE_METHODS)]
+    rule = RULES[check_choice("method", method, tuple(RULES))]
     if not isinstance(sde, rule.sdes):
         raise ValueError(f"sampler {method!r} does not support {type(sde).__name__}; it runs on "
                          f"{', '.join(s.__name__ for s in rule.sdes)}")
