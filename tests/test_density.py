@@ -7,6 +7,8 @@ import torch
 
 import fastscore as fs
 
+from cases import fresh_seed
+
 BACKEND = "cpu" if fs.backends()["cpu"]["available"] else "torch"
 
 
@@ -35,7 +37,7 @@ CASES = [(fs.VPSDE(0.1, 5.0), 26.0), (fs.VESDE(sigma=5.0), 20.0)]
 @pytest.mark.parametrize("case", CASES, ids=lambda c: type(c[0]).__name__)
 def test_untrained_network_density_integrates_to_one(case):
     sde, half = case
-    model = _small_random_net(int(np.random.SeedSequence().generate_state(1)[0]) % 2**31)
+    model = _small_random_net(fresh_seed())
     x, area = _grid(half, 160)
     logp = fs.log_prob(model, sde, x, "rk4", steps=24, backend=BACKEND)
     mass = float(torch.exp(logp).sum() * area)
