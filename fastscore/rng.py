@@ -40,6 +40,7 @@ __all__ = [
     "STREAM_PROBE",
     "STREAM_CORRECTOR",
     "philox4x32_10",
+    "philox_rounds",
     "normals",
     "rademacher",
 ]
@@ -66,12 +67,16 @@ _U64_LIMIT = 1 << 64
 # -- Philox ------------------------------------------------------------------
 
 
-def _philox_words(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on broadcastable uint64 arrays holding 32-bit words.
+def philox_rounds(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10: the ten rounds on 32-bit words held in uint64 values.
 
-    Products of two 32-bit words fit in uint64, so there is no overflow (and no
-    numpy warning); sums and XORs stay below 2**33 and are masked back to 32 bits.
-    Returns four uint64 arrays of the broadcast shape.
+    A pure function of its six words, written so that it runs as it stands on numpy arrays
+    (elementwise, broadcasting; ``_philox_words`` broadcasts the four results to one shape)
+    and compiles with numba (``njit(philox_rounds)`` in ``backends/_numba_kernels.py``, on
+    np.uint64 scalars): no numpy calls, only uint64 arithmetic on the module's constants.
+    Products of two 32-bit words fit in uint64, so there is no overflow (and no numpy
+    warning); sums and XORs stay below 2**33 and are masked back to 32 bits. Returns the
+    four output words (c0, c1, c2, c3).
     """
     for r in range(10):
         if r > 0:
@@ -85,8 +90,14 @@ def _philox_words(c0, c1, c2, c3, k0, k1):
             (p0 >> _SHIFT32) ^ c3 ^ k1,
             p0 & _MASK32,
         )
-    shape = np.broadcast_shapes(*(np.shape(c) for c in (c0, c1, c2, c3)))
-    return [np.broadcast_to(c, shape) for c in (c0, c1, c2, c3)]
+    return c0, c1, c2, c3
+
+
+def _philox_words(c0, c1, c2, c3, k0, k1) -> list:
+    """philox_rounds on broadcastable uint64 arrays: four uint64 arrays of the broadcast shape
+    of all six inputs."""
+    shape = np.broadcast_shapes(*(np.shape(w) for w in (c0, c1, c2, c3, k0, k1)))
+    return [np.broadcast_to(w, shape) for w in philox_rounds(c0, c1, c2, c3, k0, k1)]
 
 
 def _as_words(name: str, a, width: int) -> np.ndarray:

@@ -6,6 +6,7 @@ admits; none is tuned to the observed error.
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ import torch
 numba = pytest.importorskip("numba")
 
 import fastscore as fs  # noqa: E402
-from fastscore import rng  # noqa: E402
+from fastscore import integrators, rng  # noqa: E402
 from fastscore.backends import cpu as cpu_backend  # noqa: E402
 from fastscore.backends import numba_backend, reference, resolve  # noqa: E402
+from fastscore.plan import LOG_PROB_METHODS, SAMPLE_METHODS, TRACES, make_sample_plan  # noqa: E402
+from fastscore.program import DRAW, EVAL, LIN, MAX_REGISTERS  # noqa: E402
 
 from cases import ACTIVATIONS, SDES, fresh_seed  # noqa: E402
 from rounding import U, mlp_error_bound, trace_error_bound  # noqa: E402
@@ -35,7 +38,8 @@ def _reference_with_sensitivities(model, sde, x, method, steps, eps, probe):
     instead of numpy). Returns log p [n] and, per evaluation, the inputs (x_e, t_e, s_e,
     tr_e, f, q) with the exact sensitivities of log p to each perturbation (autograd)."""
     md = model.double()
-    c, b, a = reference._TABLEAUX[method]
+    tab = integrators.FIXED[method]
+    c, b, a = tab.c, tab.b, tab.a
     n, dim = x.shape
     h = (sde.T - eps) / steps
     xk = x.double()
@@ -46,7 +50,7 @@ def _reference_with_sensitivities(model, sde, x, method, steps, eps, probe):
             t0 = eps + k * h
             kx, kd = [], []
             for i in range(len(c)):
-                xi = xk + h * sum(aij * kj for aij, kj in zip(a[i - 1], kx)) if i else xk
+                xi = xk + h * sum(aij * kj for aij, kj in zip(a[i], kx)) if i else xk
                 t = t0 + c[i] * h
                 dx, ds, dv = (torch.zeros(n, dim, dtype=torch.float64, requires_grad=True) for _ in range(3))
                 dtr, dd = (torch.zeros(n, dtype=torch.float64, requires_grad=True) for _ in range(2))
@@ -141,7 +145,8 @@ def _rk4_path(model, sde, x, steps, eps):
     """reference.log_prob's rk4 (same tableau and order) on model.double(), also returning
     x_T and the largest |y_j| along the path, Y = max_t max(|x(t)|_inf, |delta(t)|)."""
     md = model.double()
-    c, b, a = reference._TABLEAUX["rk4"]
+    tab = integrators.FIXED["rk4"]
+    c, b, a = tab.c, tab.b, tab.a
     h = (sde.T - eps) / steps
     xk = x.double()
     delta = torch.zeros(x.shape[0], dtype=torch.float64)
@@ -149,7 +154,7 @@ def _rk4_path(model, sde, x, steps, eps):
     for k in range(steps):
         kx, kd = [], []
         for i in range(4):
-            xi = xk + h * sum(aij * kj for aij, kj in zip(a[i - 1], kx)) if i else xk
+            xi = xk + h * sum(aij * kj for aij, kj in zip(a[i], kx)) if i else xk
             vx, vd = reference._augmented(md, sde, xi, eps + k * h + c[i] * h, None)
             kx.append(vx)
             kd.append(vd)
@@ -250,22 +255,116 @@ def test_auto_falls_back_to_numba_then_torch(monkeypatch):
     monkeypatch.setattr(cpu_backend, "_core", None)
     monkeypatch.setattr(cpu_backend, "_IMPORT_ERROR", "hidden by the test", raising=False)
     assert not fs.backends()["cpu"]["available"]
-    for task, method in [("sample", "em"), ("sample", "pc"), ("log_prob", "rk45"), ("log_prob", "rk4")]:
-        assert resolve("auto", task, method) == "numba"
+    for method in SAMPLE_METHODS:
+        program = _plan(model, method).program
+        assert resolve("auto", "sample", method, model, program=program) == "numba"
+    for method in ("rk45", "rk4"):
+        for trace in ("exact", "hutchinson"):
+            assert resolve("auto", "log_prob", method, model, trace=trace) == "numba"
     assert torch.equal(fs.sample(model, fs.VPSDE(), 20, "pc", 5, backend="auto", seed=4), want)
     monkeypatch.setattr(numba_backend, "info", lambda: {"available": False, "compiled": False, "detail": "hidden"})
-    assert resolve("auto", "sample", "em") == "torch"
+    assert resolve("auto", "sample", "em", model, program=_plan(model, "em").program) == "torch"
     with pytest.raises(RuntimeError, match="backend 'numba' is not available"):
         fs.sample(model, fs.VPSDE(), 2, steps=2, backend="numba")
 
 
-def test_info_reports_numba():
+def _plan(model, method, steps=5, **kw):
+    options = dict(snr=0.16, corrector_steps=1, denoise=False)
+    options.update(kw)
+    return make_sample_plan(model, fs.VPSDE(), 20, method, steps, 1e-3, 4, 0, options["snr"],
+                            options["corrector_steps"], options["denoise"])
+
+
+def test_info_and_declaration():
     entry = fs.backends()["numba"]
     assert entry["available"] is True and entry["compiled"] is False
     major_minor = ".".join(numba.__version__.split(".")[:2])
     assert entry["detail"] == f"numba {major_minor} (JIT, cached)"
-    assert {("sample", m) for m in ("em", "pc", "ode_euler", "ode_heun")} <= numba_backend.SUPPORTS
-    assert {("log_prob", m) for m in ("euler", "heun", "rk4", "rk45")} <= numba_backend.SUPPORTS
+    declared = numba_backend.DECLARES
+    assert declared.ops == {EVAL, DRAW, LIN} and declared.max_registers == MAX_REGISTERS
+    assert declared.log_prob == set(LOG_PROB_METHODS) and declared.traces == set(TRACES)
+    model = fs.ScoreMLP(2, 16, 2)
+    for method in SAMPLE_METHODS:  # every rule's program, with and without the final step
+        for denoise in (False, True):
+            program = _plan(model, method, corrector_steps=3, denoise=denoise).program
+            assert declared.refuses("numba", "sample", method, fs.pack(model), program) is None
+
+
+# -- unknown codes and malformed programs raise --------------------------------------------------
+
+
+def _with_ops(plan, ops, **kw):
+    return replace(plan, kernel=replace(plan.kernel, ops=np.asarray(ops, dtype=np.int32), **kw))
+
+
+def test_malformed_programs_are_refused_before_the_kernel():
+    model = fs.ScoreMLP(2, 16, 2)
+    plan = _plan(model, "ode_heun", denoise=True).for_kernels(fs.pack(model))
+    ops = plan.kernel.ops
+    good = numba_backend.sample(model, plan)
+    assert good.shape == (20, 2) and torch.isfinite(good).all()
+    cases = []
+    for col, value, match in [(0, 7, "unknown opcode 7"), (1, 5, "register 5 outside"), (3, 2, "slot 2 outside")]:
+        bad = ops.copy()
+        bad[0, col] = value  # row 0 is Eval
+        cases.append((bad, {}, match))
+    lin_row = int(np.flatnonzero(ops[:, 0] == LIN)[0])
+    for col, value, match in [(2, 0, "Lin with 0 terms"), (2, 5, "Lin with 5 terms"), (5, 99, "coefficient 99"),
+                              (4, -1, "register -1")]:
+        bad = ops.copy()
+        bad[lin_row, col] = value
+        cases.append((bad, {}, match))
+    final_eval = int(np.flatnonzero(ops[:, 0] == EVAL)[-1])
+    bad = ops.copy()
+    bad[final_eval, 3] = 1  # the final program evaluates at eps only: one table row
+    cases.append((bad, {}, "slot 1 outside \\[0, 1\\)"))
+    draw = np.array([[DRAW, 0, 1, 0] + [-1] * 8], dtype=np.int32)
+    cases.append((np.concatenate([ops, draw]), {}, "final part may not draw"))
+    cases.append((ops[:, :4], {}, "ops must be int32"))
+    cases.append((ops, {"n_registers": MAX_REGISTERS + 1}, "registers"))
+    cases.append((ops, {"bias": plan.kernel.bias[:-1]}, "bias must be float32"))
+    for bad, kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            numba_backend.sample(model, _with_ops(plan, bad, **kw))
+
+
+@pytest.mark.parametrize("field,value", [("activation", 9), ("time_embedding", 5), ("std_sde_kind", 7)])
+def test_unknown_model_codes_raise(field, value):
+    model = fs.ScoreMLP(2, 16, 2)
+    plan = _plan(model, "em").for_kernels(fs.pack(model))
+    bad = replace(plan, kernel=replace(plan.kernel, packed=replace(plan.kernel.packed, **{field: value})))
+    with pytest.raises(ValueError, match="unknown"):
+        numba_backend.sample(model, bad)
+
+
+def test_kernels_raise_on_unknown_codes_themselves():
+    """The kernels do not fall back to a default for a code they do not know (the wrapper's
+    checks bypassed): an unknown opcode, activation, SDE kind or log-prob method raises."""
+    k = numba_backend._k()
+    model = fs.ScoreMLP(2, 16, 2)
+    plan = _plan(model, "em").for_kernels(fs.pack(model))
+    kt = plan.kernel
+    args = numba_backend._model_args(kt.packed)
+    k0, k1 = numba_backend._seed_words(0)
+    out = np.empty((3, 2), dtype=np.float32)
+
+    def run(model_args, ops):
+        k.sample_kernel(model_args, ops, kt.n_body, kt.n_slots, kt.n_registers, kt.coef, kt.bias, kt.scale, 1.0,
+                        k0, k1, 0, out)
+
+    bad_ops = kt.ops.copy()
+    bad_ops[-1, 0] = 3
+    with pytest.raises(ValueError, match="unknown opcode"):
+        run(args, bad_ops)
+    for i, match in ((8, "unknown activation"), (9, "unknown time-embedding"), (10, "unknown std_sde")):
+        with pytest.raises(ValueError, match=match):
+            run(args[:i] + (99,) + args[i + 1:], kt.ops)
+    x = np.zeros((3, 2))
+    x_T, delta, nfe = np.empty((3, 2)), np.empty(3), np.empty(3, dtype=np.int64)
+    for sde, method, match in (((9, 0.1, 20.0, 1.0), 0, "unknown SDE kind"),
+                               ((0, 0.1, 20.0, 1.0), 9, "unknown log_prob")):
+        with pytest.raises(ValueError, match=match):
+            k.log_prob_kernel(args, sde, x, method, 2, 1e-3, 1e-5, 1e-5, False, k0, k1, x_T, delta, nfe)
 
 
 def _bad_cases():

@@ -55,6 +55,20 @@ def test_philox_broadcasts_and_matches_elementwise():
     np.testing.assert_array_equal(out[1, 2], rng.philox4x32_10(grid[1, 2], [7, 9]))
 
 
+def test_philox_rounds_is_one_function_for_numpy_and_numba():
+    """The rounds the Numba kernels compile are rng.philox_rounds itself: on scalars, compiled
+    by numba as it stands, they give the known answers and the numpy path's words."""
+    numba = pytest.importorskip("numba")
+    compiled = numba.njit(rng.philox_rounds)
+    words = np.random.default_rng(0).integers(0, 2**32, size=(50, 6), dtype=np.uint64)
+    words[:len(KAT)] = [[*c, *k] for c, k, _ in KAT]
+    vectorised = rng.philox_rounds(*words.T)
+    for i, w in enumerate(words):
+        got = compiled(*(np.uint64(v) for v in w))
+        np.testing.assert_array_equal(np.array(got, np.uint64), [v[i] for v in vectorised])
+    np.testing.assert_array_equal(np.stack(vectorised, 1)[:len(KAT)], [e for _, _, e in KAT])
+
+
 def test_stream_constants():
     assert (rng.STREAM_PRIOR, rng.STREAM_PREDICTOR, rng.STREAM_PROBE, rng.STREAM_CORRECTOR) == (
         0,

@@ -1,14 +1,25 @@
 """Numba kernels of the fused samplers and likelihoods (imported on a kernel's first call).
 
-They follow ``csrc/include/fastscore`` (mlp.h, samplers.h, ode.h, sde.h, philox.h) and the
-readable reference ``fastscore/backends/reference.py`` step for step:
+They follow ``csrc/include/fastscore`` (mlp.h, program.h, ode.h, sde.h) and the readable
+reference ``fastscore/backends/reference.py`` step for step, and take every constant, code
+and table from the Python modules that declare it: the Philox rounds and stream numbers from
+``fastscore.rng``, activation and time-embedding codes from ``fastscore.nn``, opcodes from
+``fastscore.program``, SDE kinds from ``fastscore.sde``, likelihood method codes from
+``fastscore.plan`` and the Runge–Kutta tableaux and rk45 controller from
+``fastscore.integrators``. An unknown code raises ValueError (the Python wrapper
+``numba_backend`` validates every code first, so these raises are the last line):
 
+* sampling interprets the plan's step program (``fastscore/program.py``): Eval, Draw and Lin
+  over per-sample float32 registers, with the coefficient, time-bias and output-scale tables
+  the plan precomputed in float64 and rounded once (``plan.KernelTables``); no sampler is
+  written here;
 * the MLP runs in float32 from the packed float32 weights; the time features enter the
   first layer as a per-time bias c(t) = b0 + W0[:, dim:] phi(t), formed in float64 and
-  rounded once (mlp.h ``time_bias``); the output is scaled by 1/sigma(t) of ``std_sde``;
-* SDE coefficients and times are float64, rounded to float32 once per step for the
-  float32 sampler updates (samplers.h); the likelihood integrates [x, delta] in float64
-  and only the network (values and forward-mode tangents) runs in float32;
+  rounded once (mlp.h ``time_bias``; the sampler reads it from the plan's table, the
+  likelihood forms it here at each lane's time); the output is scaled by 1/sigma(t) of
+  ``std_sde``;
+* the likelihood integrates [x, delta] in float64 and only the network (values and
+  forward-mode tangents) runs in float32;
 * normals come from the shared Philox4x32-10 stream, Box-Muller in float64, then cast.
 
 Samples are processed in tiles of ``LANES`` samples held as the last (contiguous) axis of
@@ -33,85 +44,79 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .. import integrators, rng
+from ..nn import ACTIVATIONS, LEAKY_SLOPE, TIME_EMBEDDINGS
+from ..plan import LOG_PROB_CODES
+from ..program import DRAW, EVAL, LIN
+from ..sde import VESDE, VPSDE, SubVPSDE
+
 LANES = 16  # samples per tile: one AVX-512 register of float32 (two AVX2 ones)
 
-# -- constants (frozen into the kernels with their numpy types) ------------------------
+# -- constants and codes (frozen into the kernels with their numpy types) ------------------
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _F2 = np.float32(2.0)
 _FM2 = np.float32(-2.0)
-_LEAKY = np.float32(0.01)  # nn.LEAKY_SLOPE; mlp.h kLeakySlope
+_LEAKY = np.float32(LEAKY_SLOPE)  # mlp.h kLeakySlope
 
-_MASK32 = np.uint64(0xFFFFFFFF)
-_SH32 = np.uint64(32)
 _SH31 = np.uint64(31)
 _SH8 = np.uint64(8)
 _ONE64 = np.uint64(1)
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
-_TWO_M24 = 2.0**-24
+_TWO_M24 = rng._TWO_M24
 _TWO_PI = 2.0 * math.pi
 
-STREAM_PRIOR = 0
-STREAM_PREDICTOR = 1
-STREAM_PROBE = 2
-STREAM_CORRECTOR = 16
+STREAM_PRIOR = rng.STREAM_PRIOR
+STREAM_PROBE = rng.STREAM_PROBE
 
-KIND_VP, KIND_VE, KIND_SUBVP = 0, 1, 2
-ACT_RELU, ACT_TANH, ACT_SILU, ACT_LEAKY, ACT_SOFTPLUS = 0, 1, 2, 3, 4
-EM, PC, ODE_EULER, ODE_HEUN = 0, 1, 2, 3
-LP_EULER, LP_HEUN, LP_RK4, LP_RK45 = 0, 1, 2, 3
+KIND_VP, KIND_VE, KIND_SUBVP = VPSDE.kind, VESDE.kind, SubVPSDE.kind
+ACT_RELU, ACT_TANH, ACT_SILU = ACTIVATIONS["relu"], ACTIVATIONS["tanh"], ACTIVATIONS["silu"]
+ACT_LEAKY, ACT_SOFTPLUS = ACTIVATIONS["leaky_relu"], ACTIVATIONS["softplus"]
+TE_CONCAT, TE_FOURIER = TIME_EMBEDDINGS["concat"], TIME_EMBEDDINGS["fourier"]
+LP_RK45 = LOG_PROB_CODES["rk45"]
 
-RK45_MAX_ATTEMPTS = 100_000
 
-# Dormand–Prince 5(4) as scipy's RK45: nodes, matrix (row i: a[i, :i]), 5th-order weights,
-# error weights E = B5 - B4 over the 7 stages (the 7th is the derivative at the new point).
-DP_C = np.array([0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0])
-DP_A = np.array([
-    [0.0, 0.0, 0.0, 0.0, 0.0],
-    [1.0 / 5, 0.0, 0.0, 0.0, 0.0],
-    [3.0 / 40, 9.0 / 40, 0.0, 0.0, 0.0],
-    [44.0 / 45, -56.0 / 15, 32.0 / 9, 0.0, 0.0],
-    [19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729, 0.0],
-    [9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656],
-])
-DP_B = np.array([35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84])
-DP_E = np.array([-71.0 / 57600, 0.0, 71.0 / 16695, -71.0 / 1920, 17253.0 / 339200, -22.0 / 525, 1.0 / 40])
+def _lower(rows, n: int) -> np.ndarray:
+    """A strictly lower matrix given by rows of i entries, as a zero-padded [n, n] array."""
+    a = np.zeros((n, n))
+    for i, row in enumerate(rows):
+        a[i, :len(row)] = row
+    return a
 
-# fixed-step tableaux (reference._TABLEAUX): stages, nodes c, matrix a (row i: a[i, :i]), weights b
-FIXED_STAGES = np.array([1, 2, 4, 0])  # indexed by LP_* code (rk45 unused)
-FIXED_C = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.5, 0.5, 1.0], [0.0] * 4])
-FIXED_B = np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [1 / 6, 1 / 3, 1 / 3, 1 / 6], [0.0] * 4])
-FIXED_A = np.zeros((4, 4, 3))
-FIXED_A[LP_HEUN, 1, 0] = 1.0
-FIXED_A[LP_RK4, 1, 0] = 0.5
-FIXED_A[LP_RK4, 2, 1] = 0.5
-FIXED_A[LP_RK4, 3, 2] = 1.0
+
+# fixed-step tableaux (integrators.FIXED) indexed by log-prob code: stages (0: not a fixed-step
+# method), nodes c, matrix a (row i: a[i, :i]), weights b
+_S = max(tab.stages for tab in integrators.FIXED.values())
+FIXED_STAGES = np.zeros(len(LOG_PROB_CODES), dtype=np.int64)
+FIXED_C = np.zeros((len(LOG_PROB_CODES), _S))
+FIXED_A = np.zeros((len(LOG_PROB_CODES), _S, _S))
+FIXED_B = np.zeros((len(LOG_PROB_CODES), _S))
+for _name, _tab in integrators.FIXED.items():
+    _code = LOG_PROB_CODES[_name]
+    FIXED_STAGES[_code] = _tab.stages
+    FIXED_C[_code, :_tab.stages] = _tab.c
+    FIXED_A[_code, :_tab.stages, :_tab.stages] = _lower(_tab.a, _tab.stages)
+    FIXED_B[_code, :_tab.stages] = _tab.b
+
+# Dormand–Prince 5(4) (integrators.DOPRI5, scipy's RK45): nodes, matrix (row i: a[i, :i]),
+# 5th-order weights, error weights over the 7 stages (the 7th is the derivative at the new point)
+DP_C = np.array(integrators.DOPRI5.c)
+DP_A = _lower(integrators.DOPRI5.a, len(DP_C))
+DP_B = np.array(integrators.DOPRI5.b)
+DP_E = np.array(integrators.DOPRI5.e)
+RK45_MAX_ATTEMPTS = integrators.RK45_MAX_ATTEMPTS
+RK45_H0_FRACTION = integrators.RK45_H0_FRACTION
+RK45_SAFETY = integrators.RK45_SAFETY
+RK45_MIN_FACTOR = integrators.RK45_MIN_FACTOR
+RK45_MAX_FACTOR = integrators.RK45_MAX_FACTOR
+RK45_EXPONENT = integrators.RK45_EXPONENT
 
 _JIT = dict(cache=True, fastmath=False, nogil=True)
 
 
-# -- Philox4x32-10 and the shared stream (philox.h / rng.py) ----------------------------
+# -- Philox4x32-10 and the shared stream (rng.py / philox.h) ------------------------------
 
-
-@njit(**_JIT)
-def philox(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on uint64 values holding 32-bit words (products fit in 64 bits)."""
-    for r in range(10):
-        if r > 0:
-            k0 = (k0 + _W0) & _MASK32
-            k1 = (k1 + _W1) & _MASK32
-        p0 = _M0 * c0
-        p1 = _M1 * c2
-        n0 = (p1 >> _SH32) ^ c1 ^ k0
-        n1 = p1 & _MASK32
-        n2 = (p0 >> _SH32) ^ c3 ^ k1
-        n3 = p0 & _MASK32
-        c0, c1, c2, c3 = n0, n1, n2, n3
-    return c0, c1, c2, c3
+philox = njit(**_JIT)(rng.philox_rounds)  # the reference's rounds, compiled as they stand
 
 
 @njit(**_JIT)
@@ -153,6 +158,9 @@ def fill_rademacher(k0, k1, index0, dim, v):
 
 
 # -- SDE coefficients, float64 (sde.h / sde.py formula by formula) ----------------------
+#
+# Only the likelihood needs them here, at each lane's own time (rk45 moves lanes apart); the
+# sampler's coefficients come precomputed in the plan.
 
 
 @njit(**_JIT)
@@ -169,7 +177,9 @@ def _beta_integral(p0, p1, T, t):
 def drift_coeff(kind, p0, p1, T, t):
     if kind == KIND_VE:
         return 0.0
-    return -0.5 * _beta(p0, p1, T, t)
+    if kind == KIND_VP or kind == KIND_SUBVP:
+        return -0.5 * _beta(p0, p1, T, t)
+    raise ValueError("unknown SDE kind (fastscore.sde: VPSDE, VESDE, SubVPSDE)")
 
 
 @njit(**_JIT)
@@ -178,14 +188,9 @@ def diffusion_sq(kind, p0, p1, T, t):
         return math.exp(2.0 * math.log(p0) * t)
     if kind == KIND_SUBVP:
         return _beta(p0, p1, T, t) * -math.expm1(-2.0 * _beta_integral(p0, p1, T, t))
-    return _beta(p0, p1, T, t)
-
-
-@njit(**_JIT)
-def mean_coeff(kind, p0, p1, T, t):
-    if kind == KIND_VE:
-        return 1.0
-    return math.exp(-0.5 * _beta_integral(p0, p1, T, t))
+    if kind == KIND_VP:
+        return _beta(p0, p1, T, t)
+    raise ValueError("unknown SDE kind (fastscore.sde: VPSDE, VESDE, SubVPSDE)")
 
 
 @njit(**_JIT)
@@ -195,13 +200,15 @@ def marginal_std(kind, p0, p1, T, t):
         return math.sqrt(math.expm1(2.0 * ls * t) / (2.0 * ls))
     if kind == KIND_SUBVP:
         return -math.expm1(-_beta_integral(p0, p1, T, t))
-    return math.sqrt(-math.expm1(-_beta_integral(p0, p1, T, t)))
+    if kind == KIND_VP:
+        return math.sqrt(-math.expm1(-_beta_integral(p0, p1, T, t)))
+    raise ValueError("unknown SDE kind (fastscore.sde: VPSDE, VESDE, SubVPSDE)")
 
 
 @njit(**_JIT)
 def output_scale(std_kind, sp, t):
-    """1 / sigma(t) of the model's std_sde, or 1 without output scaling."""
-    if std_kind < 0:
+    """1 / sigma(t) of the model's std_sde, or 1 without output scaling (std_kind -1)."""
+    if std_kind == -1:
         return 1.0
     return 1.0 / marginal_std(std_kind, sp[0], sp[1], sp[2], t)
 
@@ -383,14 +390,30 @@ def row_leaky_slope(typingctx, z, j, slope, m):
 
 
 @njit(**_JIT)
+def check_codes(act, te, std_kind):
+    """Raises ValueError for an activation, time-embedding or std_sde code the kernels do not
+    know (fastscore.nn ACTIVATIONS, TIME_EMBEDDINGS; fastscore.sde kinds; -1: no scaling).
+    The kernels call it before their parallel loop, where a raise surfaces as itself."""
+    if not (act == ACT_RELU or act == ACT_TANH or act == ACT_SILU or act == ACT_LEAKY or act == ACT_SOFTPLUS):
+        raise ValueError("unknown activation code (fastscore.nn.ACTIVATIONS)")
+    if not (te == TE_CONCAT or te == TE_FOURIER):
+        raise ValueError("unknown time-embedding code (fastscore.nn.TIME_EMBEDDINGS)")
+    if not (std_kind == -1 or std_kind == KIND_VP or std_kind == KIND_VE or std_kind == KIND_SUBVP):
+        raise ValueError("unknown std_sde kind (fastscore.sde kinds, or -1)")
+
+
+@njit(**_JIT)
 def time_bias(W0, b0, freqs, dim, te, t, c):
     """c [width] (float32) = b0 + W0[:, dim:] phi(t), accumulated in float64 and rounded once;
-    phi(t) = t (concat) or sin, cos of 2 pi t w_f (Fourier). W0: the packed [width, dim + E]."""
+    phi(t) = t (concat) or sin, cos of 2 pi t w_f (Fourier). W0: the packed [width, dim + E].
+    (PackedModel.time_tables forms the same values in numpy for the sampler's plan.)"""
+    if not (te == TE_CONCAT or te == TE_FOURIER):
+        raise ValueError("unknown time-embedding code (fastscore.nn.TIME_EMBEDDINGS)")
     width = b0.shape[0]
     nf = freqs.shape[0]
     for j in range(width):
         acc = np.float64(b0[j])
-        if te == 0:
+        if te == TE_CONCAT:
             acc += np.float64(W0[j, dim]) * t
         else:
             for f in range(nf):
@@ -453,11 +476,13 @@ def activate(act, z):
             for lane in range(LANES):
                 v = z[j, lane]
                 z[j, lane] = v / (_F1 + math.exp(-v))
-    else:  # softplus: max(v, 0) + log1p(exp(-|v|))
+    elif act == ACT_SOFTPLUS:  # max(v, 0) + log1p(exp(-|v|))
         for j in range(n):
             for lane in range(LANES):
                 v = z[j, lane]
                 z[j, lane] = (v if v > _F0 else _F0) + math.log1p(math.exp(-abs(v)))
+    else:
+        raise ValueError("unknown activation code (fastscore.nn.ACTIVATIONS)")
 
 
 @njit(**_JIT)
@@ -483,12 +508,14 @@ def activate_slope(act, z, slope):
                 sig = _F1 / (_F1 + math.exp(-v))
                 z[j, lane] = v * sig
                 slope[j, lane] = sig * (_F1 + v * (_F1 - sig))
-    else:
+    elif act == ACT_SOFTPLUS:
         for j in range(n):
             for lane in range(LANES):
                 v = z[j, lane]
                 z[j, lane] = (v if v > _F0 else _F0) + math.log1p(math.exp(-abs(v)))
                 slope[j, lane] = _F1 / (_F1 + math.exp(-v))
+    else:
+        raise ValueError("unknown activation code (fastscore.nn.ACTIVATIONS)")
 
 
 @njit(**_JIT)
@@ -539,136 +566,92 @@ def mlp_tangents(W0xT, cl, WhT, bh, WoT, bo, act, x, dirs, out, dout, z, sl, dz,
             dense(WoT, bo, z, out)
 
 
-# -- sampling (samplers.h; reference.sample) ---------------------------------------------
+# -- sampling: the step-program interpreter (program.h, program.execute; reference.sample) ---
+#
+# `model` below is the tuple (W0, b0, freqs, W0xT, WhT, bh, WoT, bo, act, te, std_kind, sp)
+# built by numba_backend._model_args. A step program is the int32 [n_ops, OP_WIDTH] table of
+# fastscore/program.py; the tables come from plan.KernelTables: coef [steps + 1, n_coef],
+# bias [steps * n_slots + 1, width], scale [steps * n_slots + 1] (float32).
 
 
 @njit(**_JIT)
-def _sample_tables(W0, b0, freqs, dim, te, std_kind, sp, kind, p0, p1, T, method, steps, eps, snr):
-    """Per-step float32 tables shared by every sample: time biases and output scales at t_k
-    (rows 0..steps-1), at t_k - h (rows steps..2 steps-1, Heun's second stage) and at eps
-    (row 2 steps, the denoising step); and the update coefficients of step k (samplers.h),
-    each formed in float64 and rounded once."""
-    width = b0.shape[0]
-    cb = np.empty((2 * steps + 1, width), dtype=np.float32)
-    sc = np.empty(2 * steps + 1, dtype=np.float32)
-    coef = np.zeros((steps + 1, 6), dtype=np.float32)
-    h = (T - eps) / steps
-    for k in range(steps):
-        t = T - k * ((T - eps) / steps)  # plan.time / samplers.h grid_time
-        time_bias(W0, b0, freqs, dim, te, t, cb[k])
-        sc[k] = np.float32(output_scale(std_kind, sp, t))
-        time_bias(W0, b0, freqs, dim, te, t - h, cb[steps + k])
-        sc[steps + k] = np.float32(output_scale(std_kind, sp, t - h))
-        f = drift_coeff(kind, p0, p1, T, t)
-        g2 = diffusion_sq(kind, p0, p1, T, t)
-        if method == EM:  # x + a x + b s + c z
-            coef[k, 0] = np.float32(-f * h)
-            coef[k, 1] = np.float32(g2 * h)
-            coef[k, 2] = np.float32(math.sqrt(g2 * h))
-        elif method == ODE_EULER:  # x + a x + b s
-            coef[k, 0] = np.float32(-f * h)
-            coef[k, 1] = np.float32(0.5 * g2 * h)
-        elif method == ODE_HEUN:  # velocities p x + q s at t and t - h
-            coef[k, 0] = np.float32(f)
-            coef[k, 1] = np.float32(-0.5 * g2)
-            coef[k, 2] = np.float32(drift_coeff(kind, p0, p1, T, t - h))
-            coef[k, 3] = np.float32(-0.5 * diffusion_sq(kind, p0, p1, T, t - h))
-        else:  # pc: corrector step e, sqrt(2 e); predictor 2 - a, G^2, G
-            a = mean_coeff(kind, p0, p1, T, t) / mean_coeff(kind, p0, p1, T, t - h)
-            st = marginal_std(kind, p0, p1, T, t)
-            sp_ = marginal_std(kind, p0, p1, T, t - h)
-            G2 = st * st - (a * a) * (sp_ * sp_)
-            e = 2.0 * a * a * ((snr * st) * (snr * st))
-            coef[k, 0] = np.float32(e)
-            coef[k, 1] = np.float32(math.sqrt(2.0 * e))
-            coef[k, 2] = np.float32(2.0 - a)
-            coef[k, 3] = np.float32(G2)
-            coef[k, 4] = np.float32(math.sqrt(G2))
-    time_bias(W0, b0, freqs, dim, te, eps, cb[2 * steps])
-    sc[2 * steps] = np.float32(output_scale(std_kind, sp, eps))
-    m = mean_coeff(kind, p0, p1, T, eps)
-    sig = marginal_std(kind, p0, p1, T, eps)
-    coef[steps, 0] = np.float32(1.0 / m)  # Tweedie: u x + w s
-    coef[steps, 1] = np.float32(sig * sig / m)
-    return cb, sc, coef
+def lin(c, op, regs, acc, dst):
+    """dst [dim, LANES] <- sum_j c[c_j] * regs[r_j] for the terms (r_j, c_j) of the Lin row `op`,
+    in float32, left to right: acc = c_0 r_0, then acc = acc + c_j r_j. The terms are summed
+    into the scratch acc first, so dst may be one of them."""
+    n_terms = op[2]
+    a = c[op[5]]
+    src = regs[op[4]]
+    dim = dst.shape[0]
+    for d in range(dim):
+        for lane in range(LANES):
+            acc[d, lane] = a * src[d, lane]
+    for j in range(1, n_terms):
+        a = c[op[5 + 2 * j]]
+        src = regs[op[4 + 2 * j]]
+        for d in range(dim):
+            for lane in range(LANES):
+                acc[d, lane] = acc[d, lane] + a * src[d, lane]
+    for d in range(dim):
+        row_copy(dst, d, acc, d)
+
+
+@njit(**_JIT)
+def run_ops(model, ops, first, last, k, n_slots, coef, bias, scale, k0, k1, index0, regs, acc, ha, hb):
+    """Rows [first, last) of the program for step k (k == steps: the final program) on a
+    tile's registers regs [n_registers, dim, LANES] (program.h ``run_ops``):
+    Eval [EVAL, dst, src, slot]: dst <- s(src) with bias and scale row k * n_slots + slot;
+    Draw [DRAW, dst, stream]: dst <- the normals of (step k, stream);
+    Lin [LIN, dst, n, 0, r0, c0, ...]: dst <- sum_j coef[k, c_j] regs[r_j] (``lin``)."""
+    W0xT, WhT, bh, WoT, bo, act = model[3], model[4], model[5], model[6], model[7], model[8]
+    dim = regs.shape[1]
+    c = coef[k]
+    for i in range(first, last):
+        op = ops[i]
+        code = op[0]
+        dst = regs[op[1]]
+        if code == EVAL:
+            row = k * n_slots + op[3]
+            mlp_forward(W0xT, bias[row], WhT, bh, WoT, bo, act, scale[row], regs[op[2]], dst, ha, hb)
+        elif code == DRAW:
+            fill_normals(k0, k1, index0, k, op[2], dim, dst)
+        elif code == LIN:
+            lin(c, op, regs, acc, dst)
+        else:
+            raise ValueError("step program: unknown opcode (fastscore.program: EVAL, DRAW, LIN)")
 
 
 @njit(parallel=True, **_JIT)
-def sample_kernel(model, sde, prior_std, method, steps, eps, k0, k1, start, snr, corrector_steps, denoise, out):
-    """out [n, dim] (float32): samples start + 0..n-1, each running its whole trajectory from
-    the prior at T to eps (reference.sample; samplers.h). `model`, `sde`: as log_prob_kernel."""
-    W0, b0, freqs, W0xT, WhT, bh, WoT, bo, act, te, std_kind, sp = model
-    kind, p0, p1, T = sde
+def sample_kernel(model, ops, n_body, n_slots, n_registers, coef, bias, scale, prior_std, k0, k1, start, out):
+    """out [n, dim] (float32): samples start + 0..n-1, each from its prior draw at T through the
+    program's body for steps k = 0..steps-1 (coefficient row k, draws at step k) and its final
+    rows once after the last step (row steps; they never draw). Registers start at zero,
+    register 0 (the state x) at prior_std times the normals of (step 0, STREAM_PRIOR)."""
+    check_codes(model[8], model[9], model[10])
     n, dim = out.shape
-    width = b0.shape[0]
-    cb, sc, coef = _sample_tables(W0, b0, freqs, dim, te, std_kind, sp, kind, p0, p1, T, method, steps, eps, snr)
-    hf = np.float32((T - eps) / steps)
-    half = np.float32(0.5 * ((T - eps) / steps))
+    width = bias.shape[1]
+    steps = coef.shape[0] - 1
+    n_ops = ops.shape[0]
+    for i in range(n_ops):
+        if not (ops[i, 0] == EVAL or ops[i, 0] == DRAW or ops[i, 0] == LIN):
+            raise ValueError("step program: unknown opcode (fastscore.program: EVAL, DRAW, LIN)")
     prior = np.float32(prior_std)
     n_tiles = (n + LANES - 1) // LANES
     for tile in prange(n_tiles):
         first = tile * LANES
         index0 = start + first
-        x = np.empty((dim, LANES), dtype=np.float32)
-        y = np.empty((dim, LANES), dtype=np.float32)
-        z = np.empty((dim, LANES), dtype=np.float32)
-        s = np.empty((dim, LANES), dtype=np.float32)
-        s2 = np.empty((dim, LANES), dtype=np.float32)
-        hb = np.empty((width, LANES), dtype=np.float32)
+        regs = np.zeros((n_registers, dim, LANES), dtype=np.float32)
+        acc = np.empty((dim, LANES), dtype=np.float32)
         ha = np.empty((width, LANES), dtype=np.float32)
+        hb = np.empty((width, LANES), dtype=np.float32)
+        x = regs[0]
         fill_normals(k0, k1, index0, 0, STREAM_PRIOR, dim, x)
         for d in range(dim):
             for lane in range(LANES):
                 x[d, lane] = x[d, lane] * prior
         for k in range(steps):
-            if method == EM:
-                mlp_forward(W0xT, cb[k], WhT, bh, WoT, bo, act, sc[k], x, s, ha, hb)
-                fill_normals(k0, k1, index0, k, STREAM_PREDICTOR, dim, z)
-                a, b, c = coef[k, 0], coef[k, 1], coef[k, 2]
-                for d in range(dim):
-                    for lane in range(LANES):
-                        xv = x[d, lane]
-                        x[d, lane] = ((xv + a * xv) + b * s[d, lane]) + c * z[d, lane]
-            elif method == PC:
-                e, en = coef[k, 0], coef[k, 1]
-                for j in range(corrector_steps):
-                    mlp_forward(W0xT, cb[k], WhT, bh, WoT, bo, act, sc[k], x, s, ha, hb)
-                    fill_normals(k0, k1, index0, k, STREAM_CORRECTOR + j, dim, z)
-                    for d in range(dim):
-                        for lane in range(LANES):
-                            x[d, lane] = (x[d, lane] + e * s[d, lane]) + en * z[d, lane]
-                mlp_forward(W0xT, cb[k], WhT, bh, WoT, bo, act, sc[k], x, s, ha, hb)
-                fill_normals(k0, k1, index0, k, STREAM_PREDICTOR, dim, z)
-                px, ps, pz = coef[k, 2], coef[k, 3], coef[k, 4]
-                for d in range(dim):
-                    for lane in range(LANES):
-                        x[d, lane] = (px * x[d, lane] + ps * s[d, lane]) + pz * z[d, lane]
-            elif method == ODE_EULER:
-                mlp_forward(W0xT, cb[k], WhT, bh, WoT, bo, act, sc[k], x, s, ha, hb)
-                a, b = coef[k, 0], coef[k, 1]
-                for d in range(dim):
-                    for lane in range(LANES):
-                        xv = x[d, lane]
-                        x[d, lane] = (xv + a * xv) + b * s[d, lane]
-            else:  # Heun: x_euler = x - h v(x, t); x <- x - h/2 (v(x, t) + v(x_euler, t - h))
-                mlp_forward(W0xT, cb[k], WhT, bh, WoT, bo, act, sc[k], x, s, ha, hb)
-                p1c, q1c, p2c, q2c = coef[k, 0], coef[k, 1], coef[k, 2], coef[k, 3]
-                for d in range(dim):
-                    for lane in range(LANES):
-                        v1 = p1c * x[d, lane] + q1c * s[d, lane]
-                        s[d, lane] = v1
-                        y[d, lane] = x[d, lane] - hf * v1
-                mlp_forward(W0xT, cb[steps + k], WhT, bh, WoT, bo, act, sc[steps + k], y, s2, ha, hb)
-                for d in range(dim):
-                    for lane in range(LANES):
-                        v2 = p2c * y[d, lane] + q2c * s2[d, lane]
-                        x[d, lane] = x[d, lane] - half * (s[d, lane] + v2)
-        if denoise:
-            mlp_forward(W0xT, cb[2 * steps], WhT, bh, WoT, bo, act, sc[2 * steps], x, s, ha, hb)
-            u, w = coef[steps, 0], coef[steps, 1]
-            for d in range(dim):
-                for lane in range(LANES):
-                    x[d, lane] = u * x[d, lane] + w * s[d, lane]
+            run_ops(model, ops, 0, n_body, k, n_slots, coef, bias, scale, k0, k1, index0, regs, acc, ha, hb)
+        run_ops(model, ops, n_body, n_ops, steps, n_slots, coef, bias, scale, k0, k1, index0, regs, acc, ha, hb)
         count = min(LANES, n - first)
         for lane in range(count):
             for d in range(dim):
@@ -677,8 +660,8 @@ def sample_kernel(model, sde, prior_std, method, steps, eps, k0, k1, start, snr,
 
 # -- likelihood (ode.h; reference.log_prob) ----------------------------------------------
 #
-# `model` below is the tuple (W0, b0, freqs, W0xT, WhT, bh, WoT, bo, act, te, std_kind, sp)
-# built by numba_backend._model_args, and `ws` a tile's scratch from _workspace.
+# `model` as for sampling, `sde` the tuple (kind, p0, p1, T) of numba_backend._sde_args, and
+# `ws` a tile's scratch from _workspace.
 
 
 @njit(**_JIT)
@@ -773,10 +756,11 @@ def score_trace_kernel(model, x, t, hutchinson, k0, k1, s_out, tr_out):
     """s_out [n, dim] = s(x, t) and tr_out [n] = exact trace (or the Hutchinson form with
     the probe of sample i) for points x [n, dim] (float64) at one time t: the network pass
     every likelihood kernel evaluates, exposed for tests."""
+    check_codes(model[8], model[9], model[10])
     n, dim = x.shape
     width = model[1].shape[0]
     nt = 1 if hutchinson else dim
-    sde = (0, 0.1, 20.0, 1.0)  # coefficients unused here
+    sde = (KIND_VP, 0.1, 20.0, 1.0)  # any valid SDE: score_trace_lanes' drift and diffusion are unused here
     for tile in prange((n + LANES - 1) // LANES):
         first = tile * LANES
         count = min(LANES, n - first)
@@ -800,6 +784,11 @@ def log_prob_kernel(model, sde, x_in, method, steps, eps, rtol, atol, hutchinson
     """Integrates y = [x, delta] from eps to T for every sample: x_out [n, dim] = x(T),
     delta_out [n] = delta(T) (float64), nfe_out [n]. Returns the number of samples for which
     rk45 gave up (more than RK45_MAX_ATTEMPTS attempted steps)."""
+    check_codes(model[8], model[9], model[10])
+    if not (sde[0] == KIND_VP or sde[0] == KIND_VE or sde[0] == KIND_SUBVP):
+        raise ValueError("unknown SDE kind (fastscore.sde: VPSDE, VESDE, SubVPSDE)")
+    if not (method == LP_RK45 or (0 <= method < FIXED_STAGES.shape[0] and FIXED_STAGES[method] > 0)):
+        raise ValueError("unknown log_prob method code (fastscore.plan.LOG_PROB_CODES)")
     T = sde[3]
     n, dim = x_in.shape
     width = model[1].shape[0]
@@ -824,7 +813,7 @@ def log_prob_kernel(model, sde, x_in, method, steps, eps, rtol, atol, hutchinson
         dirs = np.empty((nt, dim, LANES), dtype=np.float32)
         set_directions(hutchinson, k0, k1, first, dirs)
         if method != LP_RK45:
-            # fixed steps on t_k = eps + k h with the reference's tableaux (reference._TABLEAUX)
+            # fixed steps on t_k = eps + k h with the tableaux of integrators.FIXED
             hh = (T - eps) / steps
             S = FIXED_STAGES[method]
             for kk in range(steps):
@@ -868,11 +857,12 @@ def rk45_tile(model, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
     * tableau: the standard Dormand–Prince coefficients (as scipy's RK45: C, A, B and error
       weights E = B5 - B4 including the 7th stage); FSAL: the derivative at the accepted new
       point is the next step's first stage.
-    * state per sample: y = [x (dim), delta]; t from eps to T; h0 = 0.01 (T - eps).
+    * state per sample: y = [x (dim), delta]; t from eps to T; h0 = RK45_H0_FRACTION (T - eps).
     * per attempt: err_j = h sum_i E_i k_i[j]; scale_j = atol + rtol max(|y_j|, |y5_j|);
       err_norm = sqrt(mean_j (err_j / scale_j)^2) over the dim + 1 components.
-    * accept if err_norm <= 1 (t += h, y = y5). factor = 10 if err_norm == 0 else
-      min(10, max(0.2, 0.9 err_norm^(-1/5))); on rejection factor = min(factor, 1).
+    * accept if err_norm <= 1 (t += h, y = y5). factor = MAX_FACTOR if err_norm == 0 else
+      min(MAX_FACTOR, max(MIN_FACTOR, SAFETY err_norm^EXPONENT)); on rejection factor =
+      min(factor, 1). The constants: integrators.RK45_* (10, 0.2, 0.9, -1/5).
       h *= factor; then h = min(h, T - t); the step that reaches T lands exactly on T.
     * nfe: 1 (initial derivative) + 6 per attempted step; a sample still short of T after
       RK45_MAX_ATTEMPTS attempts has failed (the caller raises RuntimeError with the count).
@@ -884,7 +874,7 @@ def rk45_tile(model, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
     T = sde[3]
     C = y.shape[0]
     t = np.full(LANES, eps)
-    hs = np.full(LANES, 0.01 * (T - eps))
+    hs = np.full(LANES, RK45_H0_FRACTION * (T - eps))
     hv = np.zeros(LANES)
     done = np.zeros(LANES, dtype=np.bool_)
     for lane in range(LANES):
@@ -937,7 +927,8 @@ def rk45_tile(model, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
                 r = h * acc / (atol + rtol * max(abs(y[c, lane]), abs(y5[c, lane])))
                 sq += r * r
             err = math.sqrt(sq / C)
-            factor = 10.0 if err == 0.0 else min(10.0, max(0.2, 0.9 * err**-0.2))
+            factor = RK45_MAX_FACTOR if err == 0.0 else min(RK45_MAX_FACTOR, max(RK45_MIN_FACTOR,
+                                                                                  RK45_SAFETY * err**RK45_EXPONENT))
             if err <= 1.0:
                 if h >= T - t[lane]:  # the step that reaches T lands exactly on T
                     t[lane] = T
