@@ -10,8 +10,6 @@ sample by sample.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.integrate
 import torch
