@@ -91,5 +91,5 @@ def test_gpu_takes_cuda_array_interface_without_copying():
 
 
 def test_gpu_rejects_layouts_beyond_its_limits():
-    with pytest.raises(ValueError, match="backend='cpu'"):
+    with pytest.raises(ValueError, match="backend 'cuda' declares width <= 256"):
         fs.sample(fs.ScoreMLP(2, 300, 2), fs.VPSDE(), 4, "em", 2, backend="cuda")

@@ -115,3 +115,15 @@ def test_pack_is_cached_until_a_weight_changes():
     copy = fs.ScoreMLP(2, 8, 2)
     copy.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(fs.pack(copy).weights, fs.pack(model).weights)
+
+
+def test_declarations_bound_what_each_backend_is_handed():
+    """The CUDA kernels' per-thread arrays (dim <= 8, width <= 256) are declared, so a wider
+    model is refused before any launch, naming both sides; the CPU declares only its dim."""
+    from fastscore.backends import cpu, cuda
+
+    plan = _plan("em")
+    wide, deep = fs.pack(fs.ScoreMLP(2, 300, 1)), fs.pack(fs.ScoreMLP(9, 8, 1))
+    assert "backend 'cuda' declares width <= 256" in cuda.DECLARES.refuses("cuda", "sample", "em", wide, plan.program)
+    assert "backend 'cuda' declares dim <= 8" in cuda.DECLARES.refuses("cuda", "log_prob", "rk45", deep, trace="exact")
+    assert cpu.DECLARES.refuses("cpu", "sample", "em", wide, plan.program) is None
