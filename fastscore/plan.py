@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -59,6 +60,15 @@ def check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
     return value
+
+
+def check_memory(what: str, nbytes: int) -> None:
+    """Refuses a request whose buffers exceed this machine's memory: it would fail, or be
+    killed, long after it was accepted."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > total:
+        raise ValueError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than this machine's "
+                         f"{total / 2**30:.1f} GiB of memory; split the request (sample: n and start)")
 
 
 def check_sde(sde) -> SDE:
@@ -123,6 +133,20 @@ def check_points(x, dim: int) -> torch.Tensor:
     return x
 
 
+def check_finite_result(values: torch.Tensor, what: str) -> torch.Tensor:
+    """The documented failure of a run that blew up: a result with non-finite entries (the
+    network or a step overflowed along some trajectories) raises FloatingPointError naming how
+    many and the first, on every backend, instead of being returned as numbers."""
+    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise FloatingPointError(
+            f"{what}: {int(bad.sum())} of {values.shape[0]} results are not finite (the first: index {first}); "
+            "the network or a step overflowed along the trajectory. Check the model at these inputs and times, "
+            "or use more steps or a larger eps")
+    return values
+
+
 @dataclass(frozen=True)
 class SamplePlan:
     """A sampling request made concrete: the rule, its compiled step program, every step's
@@ -159,6 +183,8 @@ class SamplePlan:
         return self.T - k * ((self.T - self.eps) / self.steps)
 
     def for_kernels(self, packed: PackedModel) -> SamplePlan:
+        check_memory(f"the time-bias table of steps={self.steps} at width {packed.width}",
+                     len(self.times) * (packed.width + 1) * 4)
         return replace(self, kernel=kernel_tables(self, packed))
 
 
@@ -221,7 +247,9 @@ def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, correc
         raise ValueError(f"corrector_steps must be <= {MAX_CORRECTOR_STEPS}, got {corrector_steps}")
     options = _Options(snr=check_positive("snr", snr), corrector_steps=corrector_steps)
     eps = check_eps(eps, sde)
+    check_memory(f"the output of n={n} samples of dim {dim}", n * dim * 8)
     program = compile_program(rule.program(options), TWEEDIE if denoise else (), len(rule.times), rule.carries)
+    check_memory(f"the per-step tables of steps={steps}", steps * (len(program.coefficients) + program.n_slots) * 8)
     h = (sde.T - eps) / steps
     times = (sde.T - np.arange(steps)[:, None] * h - np.asarray(rule.times)[None, :] * h).ravel()
     return SamplePlan(

@@ -6,7 +6,7 @@ import torch
 
 from .backends import module, resolve
 from .nn import pack
-from .plan import make_sample_plan
+from .plan import check_finite_result, make_sample_plan
 from .sde import SDE
 
 
@@ -41,9 +41,13 @@ def sample(
         denoise: finish with the noise-free Tweedie step E[x_0 | x_eps].
         start: index of the first sample in the stream, to split one run across calls or
             machines (sample(n=a, start=0) then sample(n=b, start=a) equals one run of a + b).
+
+    Raises FloatingPointError if a trajectory blew up (a sample is not finite), naming the
+    count and the first such sample, on every backend.
     """
     plan = make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise)
     name = resolve(backend, "sample", plan.method, model, program=plan.program)
     if name != "torch":
         plan = plan.for_kernels(pack(model))
-    return module(name).sample(model, plan)
+    x = module(name).sample(model, plan)
+    return check_finite_result(x, f"sample (method {plan.method!r}, backend {name!r})")

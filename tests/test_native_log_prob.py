@@ -19,13 +19,19 @@ needs_cpu = pytest.mark.skipif("cpu" not in NATIVE_BACKENDS, reason="extension n
 
 
 @backends
+@pytest.mark.parametrize("narrow", [False, True], ids=["wide", "narrow"])
 @pytest.mark.parametrize("dim", [1, 2, 3, 5, 8, 16])
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_exact_trace_matches_autograd_jacobian(backend, dim, act):
+def test_exact_trace_matches_autograd_jacobian(backend, dim, act, narrow):
+    if narrow and dim == 1:
+        pytest.skip("no network is narrower than one dimension")
     seed = fresh_seed()
     torch.manual_seed(seed)
     emb = "fourier" if seed % 2 else "concat"
-    model = fs.ScoreMLP(dim, 24 + seed % 17, 1 + seed % 3, act, emb, std_sde=fs.VPSDE() if seed % 3 == 0 else None)
+    # narrow: hidden width < dim, so the output tangents are longer than the hidden ones (their
+    # buffers once overflowed there)
+    width = 1 + seed % (dim - 1) if narrow else 24 + seed % 17
+    model = fs.ScoreMLP(dim, width, 1 + seed % 3, act, emb, std_sde=fs.VPSDE() if seed % 3 == 0 else None)
     x = 2 * torch.randn(50, dim)
     t = 0.05 + 0.9 * torch.rand(()).item()
     s, tr = score_trace(backend, model, x.numpy(), t)

@@ -18,8 +18,8 @@ namespace {
 // Owns one thread's lane arrays (likelihood.h, OdeBuffers) for nt tangent directions.
 struct LpWorkspace {
   LpWorkspace(const MlpLayout& L, int nt)
-      : xin(L.dim + embed_dim(L)), dirs(nt * L.dim), s(L.dim), h(L.width), z(L.width), dh(nt * L.width),
-        dz(nt * L.width), y(L.dim + 1), y1(L.dim + 1), y5(L.dim + 1), comp(1), K(kMaxStages * (L.dim + 1)),
+      : xin(L.dim + embed_dim(L)), dirs(nt * L.dim), s(L.dim), h(L.width), z(L.width), dh(nt * tangent_stride(L)),
+        dz(nt * tangent_stride(L)), y(L.dim + 1), y1(L.dim + 1), y5(L.dim + 1), comp(1), K(kMaxStages * (L.dim + 1)),
         phi(embed_dim(L)) {}
   std::vector<Lanes> xin, dirs, s, h, z, dh, dz, y, y1, y5, comp, K;
   std::vector<double> phi;

@@ -115,6 +115,7 @@ struct LogProbArgs {
 template <int W>
 FS_HD int log_prob_thread(const LogProbArgs& a, const float* weights, int64_t i) {
   constexpr int WB = W > 0 ? W : kMaxWidth;
+  static_assert(WB >= kMaxDim, "dh, dz hold nt * tangent_stride(L) <= kMaxDim * WB");
   const MlpLayout L = fixed_width<W>(a.L);
   const int D = L.dim, nt = a.spec.hutchinson ? 1 : D;
   float xin[kMaxDim + kMaxEmbed], dirs[kMaxDim * kMaxDim], s[kMaxDim], h[WB], z[WB], dh[kMaxDim * WB],

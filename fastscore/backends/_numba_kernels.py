@@ -927,6 +927,10 @@ def rk45_tile(model, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
                 r = h * acc / (atol + rtol * max(abs(y[c, lane]), abs(y5[c, lane])))
                 sq += r * r
             err = math.sqrt(sq / C)
+            if err != err:  # a stage was not finite: no step size helps; stop and poison the lane
+                done[lane] = True
+                y[C - 1, lane] = np.nan
+                continue
             factor = RK45_MAX_FACTOR if err == 0.0 else min(RK45_MAX_FACTOR, max(RK45_MIN_FACTOR,
                                                                                   RK45_SAFETY * err**RK45_EXPONENT))
             if err <= 1.0:

@@ -15,7 +15,7 @@ import scipy.integrate
 import torch
 
 from .. import integrators, rng
-from ..plan import LogProbPlan, SamplePlan
+from ..plan import LogProbPlan, SamplePlan, check_finite_result
 from ..program import STATE, execute
 from ..sde import SDE
 
@@ -146,6 +146,9 @@ def _log_prob_scipy(model, sde, x, plan, probe):
     def rhs(t, y):
         xt = torch.from_numpy(y[: n * dim].reshape(n, dim)).to(dtype).to(device)
         v, d = _augmented(model, sde, xt, float(t), probe)
+        # a non-finite velocity fails scipy's step control only after many rejections, as an
+        # unrelated "step size" error: fail now, as the kernels do
+        check_finite_result(torch.cat([v, d[:, None]], dim=1), "log_prob (method 'rk45', backend 'torch')")
         return np.concatenate([v.cpu().numpy().ravel(), d.cpu().numpy()]).astype(np.float64)
 
     y0 = np.concatenate([x.detach().cpu().numpy().ravel(), np.zeros(n)]).astype(np.float64)

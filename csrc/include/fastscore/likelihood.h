@@ -186,6 +186,11 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
       if (done[l]) continue;
       nfe[l] += S - 1;
       const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
+      if (err != err) {  // a stage was not finite: no step size helps; stop and poison the lane's log p
+        done[l] = true;
+        LaneAccess<V>::set(w.comp[0], l, NAN);
+        continue;
+      }
       if (err <= 1.0) {
         const bool last = h[l] >= sde.T - t[l];
         t[l] = last ? sde.T : t[l] + h[l];

@@ -216,7 +216,11 @@ FS_HD void mlp_forward(const MlpLayout& L, const MlpWeights& m, const float* c, 
   for (int d = 0; d < L.dim; ++d) out[d] = out[d] * scale;
 }
 
-// Buffers of mlp_forward_tangents, each a lane array: h, z [width]; dh, dz [nt * width].
+// Stride of one direction's tangents in dh, dz: the hidden layers' width, or the output's dim
+// if that is larger (a network narrower than its data)
+FS_HD int tangent_stride(const MlpLayout& L) { return L.width > L.dim ? L.width : L.dim; }
+
+// Buffers of mlp_forward_tangents, each a lane array: h, z [width]; dh, dz [nt * tangent_stride].
 template <class V>
 struct TangentBuffers {
   V *h, *z, *dh, *dz;
@@ -232,16 +236,17 @@ template <int J, bool KMajor, class V>
 FS_HD void mlp_forward_tangents(const MlpLayout& L, const MlpWeights& m, const V* xin, V scale, int nt,
                                 const V* dirs, V* out, V* tr, TangentBuffers<V> b) {
   const int in0 = L.dim + embed_dim(L), w = L.width;
+  const int ts = tangent_stride(L);  // direction i's tangent: [i * ts, i * ts + w) (hidden) or + dim (output)
   const int ld0 = KMajor ? w : in0;
   dense<J, KMajor>(m.W0, ld0, m.b0, in0, w, xin, b.z);
   for (int i = 0; i < nt; ++i)
-    dense<J, KMajor>(m.W0, ld0, (const float*)nullptr, L.dim, w, dirs + i * L.dim, b.dz + i * w);
+    dense<J, KMajor>(m.W0, ld0, (const float*)nullptr, L.dim, w, dirs + i * L.dim, b.dz + i * ts);
   for (int l = 1; l <= L.depth; ++l) {
     FS_UNROLL
     for (int j = 0; j < w; ++j) {
       V slope;
       b.h[j] = activation_and_slope(L.activation, b.z[j], &slope);
-      for (int i = 0; i < nt; ++i) b.dh[i * w + j] = slope * b.dz[i * w + j];
+      for (int i = 0; i < nt; ++i) b.dh[i * ts + j] = slope * b.dz[i * ts + j];
     }
     const bool last = l == L.depth;
     const float* W = last ? m.Wout : hidden_weight(L, m, l);
@@ -249,11 +254,11 @@ FS_HD void mlp_forward_tangents(const MlpLayout& L, const MlpWeights& m, const V
     const int n_out = last ? L.dim : w;
     const int ld = KMajor ? n_out : w;
     dense<J, KMajor>(W, ld, bias, w, n_out, b.h, last ? out : b.z);
-    for (int i = 0; i < nt; ++i) dense<J, KMajor>(W, ld, (const float*)nullptr, w, n_out, b.dh + i * w, b.dz + i * w);
+    for (int i = 0; i < nt; ++i) dense<J, KMajor>(W, ld, (const float*)nullptr, w, n_out, b.dh + i * ts, b.dz + i * ts);
   }
   V acc{};
   for (int i = 0; i < nt; ++i)
-    for (int d = 0; d < L.dim; ++d) acc += dirs[i * L.dim + d] * b.dz[i * w + d];
+    for (int d = 0; d < L.dim; ++d) acc += dirs[i * L.dim + d] * b.dz[i * ts + d];
   *tr = acc * scale;
   for (int d = 0; d < L.dim; ++d) out[d] = out[d] * scale;
 }
