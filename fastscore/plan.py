@@ -137,7 +137,8 @@ def check_finite_result(values: torch.Tensor, what: str) -> torch.Tensor:
     """The documented failure of a run that blew up: a result with non-finite entries (the
     network or a step overflowed along some trajectories) raises FloatingPointError naming how
     many and the first, on every backend, instead of being returned as numbers."""
-    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(dim=1)
+    finite = torch.isfinite(values)
+    bad = ~(finite.all(dim=1) if values.dim() == 2 else finite)  # samples [n, dim] or log p [n]
     if bool(bad.any()):
         first = int(bad.nonzero()[0])
         raise FloatingPointError(
