@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .plan import check_choice, check_int, check_positive, check_eps, check_points, check_sde, model_dim
+from .plan import check_choice, check_eps, check_int, check_points, check_positive, check_sde, check_seed, model_dim
 from .sde import SDE
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
@@ -60,7 +60,7 @@ def train(
     eps = check_eps(eps, sde)
     p = next(model.parameters())
     data = data.to(p.dtype).to(p.device)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch.Generator(device="cpu").manual_seed(check_seed(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     model.train()
