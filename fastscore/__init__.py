@@ -1,6 +1,6 @@
 """fastscore: fused samplers and exact-trace likelihoods for score-based diffusion models."""
 
-from . import datasets
+from . import datasets, samplers
 from .backends import backends
 from .likelihood import bits_per_dim, log_prob
 from .nn import PackedModel, ScoreMLP, pack
@@ -12,5 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "VPSDE", "VESDE", "SubVPSDE", "ScoreMLP", "PackedModel", "pack",
-    "sample", "log_prob", "bits_per_dim", "backends", "datasets", "train",
+    "sample", "log_prob", "bits_per_dim", "backends", "datasets", "samplers", "train",
 ]

@@ -17,9 +17,13 @@ import sys, numpy as np, torch, fastscore as fs
 torch.manual_seed(0)
 model = fs.ScoreMLP(2, 48, 3, "silu", "fourier")
 sde = fs.VESDE()
-out = [fs.sample(model, sde, 333, m, 15, backend="cpu", seed=9).numpy().ravel() for m in ("em", "pc", "ode_heun")]
-logp, info = fs.log_prob(model, sde, torch.randn(77, 2), "rk45", backend="cpu", return_info=True)
-np.savez(sys.argv[1], samples=np.concatenate(out), logp=logp.numpy(), nfe=info["nfe"].numpy())
+out = [fs.sample(model, sde, 333, m, 15, backend="cpu", seed=9, corrector_steps=2, denoise=True).numpy().ravel()
+       for m in fs.samplers.RULES]  # every sampler rule
+x = torch.randn(77, 2)
+runs = [fs.log_prob(model, sde, x, m, steps=6, backend="cpu", trace=tr, seed=4, return_info=True)
+        for m in ("euler", "heun", "rk4", "rk45") for tr in ("exact", "hutchinson")]
+np.savez(sys.argv[1], samples=np.concatenate(out), logp=np.concatenate([r[0].numpy() for r in runs]),
+         nfe=np.concatenate([r[1]["nfe"].numpy() for r in runs]))
 """
 
 
