@@ -201,3 +201,27 @@ def test_likelihood_and_helper_bindings_check_their_arguments():
     for call in bad_calls:
         with pytest.raises(ValueError):
             call()
+
+
+def test_kernels_run_at_their_limits():
+    """The largest dim each kernel takes, with a network narrower than its data (tangent
+    buffers of stride max(width, dim)), through the sampler, both traces and the CUDA emulation:
+    under .ci/sanitize this is where an out-of-bounds access would show."""
+    torch.manual_seed(1)
+    info = core.build_info()
+    for dim, backend in ((info["max_dim"], "cpu"), (info["cuda_max_dim"], "emulate")):
+        model = fs.ScoreMLP(dim, 3, 2, "silu", "fourier", fourier_features=2)
+        x = torch.randn(5, dim)
+        if backend == "cpu":
+            assert fs.sample(model, fs.VPSDE(), 17, "pc", 3, backend="cpu", corrector_steps=2).shape == (17, dim)
+            for trace in ("exact", "hutchinson"):
+                assert fs.log_prob(model, fs.VPSDE(), x, "rk45", backend="cpu", trace=trace).shape == (5,)
+        else:
+            p = fs.pack(model)
+            plan = make_sample_plan(model, fs.VPSDE(), 17, "ald", 3, 1e-3, 0, 0, 0.16, 2, True).for_kernels(p)
+            assert core.emulate_sample(p.weights, cpu_backend.layout(p), *cpu_backend.program_args(plan), 17, 0, 0,
+                                       True).shape == (17, dim)
+            for hutchinson in (False, True):
+                logp, _, failed = core.emulate_log_prob(p.weights, cpu_backend.layout(p), (0, 0.1, 20.0, 1.0),
+                                                        x.numpy(), *RK45, 1, 1e-5, 1e-5, 1e-5, hutchinson, 0, True)
+                assert failed == 0 and np.isfinite(logp).all()
