@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -42,32 +41,43 @@ def _nets():
 
 
 NETS = _nets()
-MODELS = st.one_of(st.sampled_from(NETS), st.sampled_from([nn.Linear(2, 2), lambda x, t: -x]), JUNK)
-SDES = st.one_of(st.sampled_from([fs.VPSDE(), fs.VESDE(25.0), fs.SubVPSDE(0.2, 15.0, T=2.0)]), JUNK)
-
-
-def _or_junk(valid):
-    return st.one_of(valid, valid, JUNK)  # valid twice as often
+BAD_MODELS = st.one_of(st.sampled_from([nn.Linear(2, 2), lambda x, t: -x]), JUNK)
+SDES = st.sampled_from([fs.VPSDE(), fs.VESDE(25.0), fs.SubVPSDE(0.2, 15.0, T=2.0)])
 
 
 @st.composite
-def points(draw):
-    """Arrays of many kinds: numpy or torch, float16/32/64, ints, bools, transposed (not
-    contiguous), with NaN / inf / huge / tiny values, of shape [n, d]."""
+def points(draw, dim=None, wild=False):
+    """Point arrays [n, dim]: float32/64 numpy or torch, possibly transposed (not contiguous);
+    wild: also float16, ints, bools, NaN / inf / huge / tiny values, wrong ranks, any dim."""
     n = draw(st.sampled_from([0, 1, 2, 7, 33]))
-    d = draw(st.integers(1, 4))
-    value = st.one_of(st.floats(-4, 4), st.sampled_from([0.0, 1e-38, -1e-30, 1e30, -3e38, np.nan, np.inf]))
+    d = dim if dim is not None else draw(st.integers(1, 4))
+    value = st.floats(-4, 4)
+    if wild:
+        value = st.one_of(value, st.sampled_from([0.0, 1e-38, -1e-30, 1e30, -3e38, np.nan, np.inf]))
     data = np.array(draw(st.lists(value, min_size=n * d, max_size=n * d)), dtype=np.float64).reshape(n, d)
-    if draw(st.booleans()):  # mostly sane values
-        data = np.nan_to_num(np.clip(data, -5, 5))
-    dtype = draw(st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.bool_]))
+    kinds = [np.float32, np.float64] + ([np.float16, np.int32, np.bool_] if wild else [])
+    dtype = draw(st.sampled_from(kinds))
     with np.errstate(invalid="ignore", over="ignore"):
         a = data.astype(dtype)
     if draw(st.booleans()):
         a = np.ascontiguousarray(a.T).T  # a transposed view: not C-contiguous
     if draw(st.booleans()):
         return torch.from_numpy(a)  # keeps the strides
-    return draw(st.sampled_from([a, a[:, :, None], a.ravel(), [list(r) for r in a]]))
+    forms = [a, a[:, :, None], a.ravel(), [list(r) for r in a]] if wild else [a]
+    return draw(st.sampled_from(forms))
+
+
+def _request(data, valid: dict, junk: dict) -> dict:
+    """A valid request with none (half the time), one or two arguments replaced by junk, so
+    most examples reach the kernels and each rejection has a known culprit."""
+    args = {}
+    for name, strategy in valid.items():  # a callable strategy depends on the arguments drawn before it
+        args[name] = data.draw(strategy(args) if callable(strategy) else strategy, label=name)
+    n_bad = data.draw(st.sampled_from([0, 0, 1, 2]), label="n_bad")
+    for name in data.draw(st.lists(st.sampled_from(sorted(junk)), min_size=n_bad, max_size=n_bad, unique=True),
+                          label="corrupted"):
+        args[name] = data.draw(junk[name], label=f"junk {name}")
+    return args
 
 
 def _expect_clear_failure_or(result_check, call):
@@ -75,56 +85,73 @@ def _expect_clear_failure_or(result_check, call):
         out = call()
     except (ValueError, TypeError) as exc:
         assert str(exc), "an exception without a message"
+        event(type(exc).__name__)  # the statistics show how many examples reached a kernel
         return
     except FloatingPointError as exc:
         assert "not finite" in str(exc)
+        event("FloatingPointError")
         return
     except RuntimeError as exc:
         assert "is not available here" in str(exc), exc
+        event("backend not available")
         return
     result_check(out)
+    event("result")
+
+
+SAMPLE = dict(model=st.sampled_from(NETS), sde=SDES, n=st.integers(0, 40), method=st.sampled_from(list(RULES)),
+              steps=st.integers(1, 6), backend=st.sampled_from(BACKENDS[:4]), seed=st.integers(0, 2**64 - 1),
+              eps=st.floats(1e-5, 0.5), snr=st.floats(1e-3, 1.0), corrector_steps=st.integers(0, 3),
+              denoise=st.booleans(), start=st.integers(0, 2**32 - 41))
+LOG_PROB = dict(model=st.sampled_from(NETS), sde=SDES, x=lambda a: points(a["model"].dim), method=st.sampled_from(["euler", "heun", "rk4", "rk45"]),
+                steps=st.integers(1, 6), rtol=st.floats(1e-6, 1e-1), atol=st.floats(1e-6, 1e-1),
+                eps=st.floats(1e-5, 0.5), backend=st.sampled_from(BACKENDS[:4]),
+                trace=st.sampled_from(["exact", "hutchinson"]), seed=st.integers(0, 2**64 - 1),
+                return_info=st.booleans())
+TRAIN = dict(model=st.builds(fs.ScoreMLP, st.integers(1, 3), st.just(4), st.just(1)), sde=SDES,
+             data=lambda a: points(a["model"].dim), steps=st.integers(1, 3), batch_size=st.integers(1, 64),
+             lr=st.floats(1e-5, 1e-1), weighting=st.sampled_from(["sigma2", "likelihood", "none"]),
+             seed=st.integers(0, 2**64 - 1), eps=st.floats(1e-5, 0.5))
+
+
+def _junk_for(valid: dict) -> dict:
+    junk = {name: JUNK for name in valid}
+    junk.update(model=BAD_MODELS, sde=JUNK, backend=st.sampled_from(BACKENDS[4:]), x=st.one_of(points(wild=True), JUNK),
+                data=st.one_of(points(wild=True), JUNK))
+    return {name: junk[name] for name in valid}
 
 
 @PROFILE
-@given(model=MODELS, sde=SDES, n=_or_junk(st.integers(0, 40)), method=_or_junk(st.sampled_from(list(RULES))),
-       steps=_or_junk(st.integers(1, 6)), backend=st.sampled_from(BACKENDS), seed=_or_junk(st.integers(0, 2**64 - 1)),
-       eps=_or_junk(st.floats(1e-5, 0.5)), snr=_or_junk(st.floats(1e-3, 1.0)),
-       corrector_steps=_or_junk(st.integers(0, 3)), denoise=st.booleans(), start=_or_junk(st.integers(0, 2**32)))
-def test_fuzz_sample(model, sde, n, method, steps, backend, seed, eps, snr, corrector_steps, denoise, start):
+@given(data=st.data())
+def test_fuzz_sample(data):
+    args = _request(data, SAMPLE, _junk_for(SAMPLE))
+
     def check(x):
-        assert isinstance(x, torch.Tensor) and x.shape == (n, model.dim) and torch.isfinite(x).all()
+        assert isinstance(x, torch.Tensor) and x.shape == (args["n"], args["model"].dim) and torch.isfinite(x).all()
 
-    _expect_clear_failure_or(check, lambda: fs.sample(model, sde, n, method, steps, backend, seed, eps, snr=snr,
-                                                      corrector_steps=corrector_steps, denoise=denoise, start=start))
+    _expect_clear_failure_or(check, lambda: fs.sample(**args))
 
 
 @PROFILE
-@given(model=MODELS, sde=SDES, x=st.one_of(points(), JUNK),
-       method=_or_junk(st.sampled_from(["euler", "heun", "rk4", "rk45"])), steps=_or_junk(st.integers(1, 6)),
-       rtol=_or_junk(st.floats(1e-6, 1e-1)), atol=_or_junk(st.floats(1e-6, 1e-1)), eps=_or_junk(st.floats(1e-5, 0.5)),
-       backend=st.sampled_from(BACKENDS), trace=_or_junk(st.sampled_from(["exact", "hutchinson"])),
-       seed=_or_junk(st.integers(0, 2**64 - 1)), info=st.booleans())
-def test_fuzz_log_prob(model, sde, x, method, steps, rtol, atol, eps, backend, trace, seed, info):
+@given(data=st.data())
+def test_fuzz_log_prob(data):
+    args = _request(data, LOG_PROB, _junk_for(LOG_PROB))
+
     def check(out):
-        logp = out[0] if info else out
+        logp = out[0] if args["return_info"] else out
         assert isinstance(logp, torch.Tensor) and logp.dim() == 1 and torch.isfinite(logp).all()
-        if info:
+        if args["return_info"]:
             assert out[1]["nfe"].shape == logp.shape
 
-    _expect_clear_failure_or(check, lambda: fs.log_prob(model, sde, x, method, steps, rtol, atol, eps, backend,
-                                                        trace=trace, seed=seed, return_info=info))
+    _expect_clear_failure_or(check, lambda: fs.log_prob(**args))
 
 
 @PROFILE
-@given(sde=SDES, data=st.one_of(points(), JUNK), steps=_or_junk(st.integers(1, 3)),
-       batch_size=_or_junk(st.integers(1, 64)), lr=_or_junk(st.floats(1e-5, 1e-1)),
-       weighting=_or_junk(st.sampled_from(["sigma2", "likelihood", "none"])), seed=_or_junk(st.integers(0, 2**64 - 1)),
-       eps=_or_junk(st.floats(1e-5, 0.5)), dim=st.integers(1, 3))
-def test_fuzz_train(sde, data, steps, batch_size, lr, weighting, seed, eps, dim):
-    model = fs.ScoreMLP(dim, 4, 1)
+@given(data=st.data())
+def test_fuzz_train(data):
+    args = _request(data, TRAIN, _junk_for(TRAIN))
 
     def check(history):
-        assert isinstance(history, list) and len(history) == steps
+        assert isinstance(history, list) and len(history) == args["steps"]
 
-    _expect_clear_failure_or(check, lambda: fs.train(model, sde, data, steps, batch_size, lr, weighting, seed, eps,
-                                                     progress=False))
+    _expect_clear_failure_or(check, lambda: fs.train(progress=False, **args))
