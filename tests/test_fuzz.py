@@ -155,3 +155,32 @@ def test_fuzz_train(data):
         assert isinstance(history, list) and len(history) == args["steps"]
 
     _expect_clear_failure_or(check, lambda: fs.train(progress=False, **args))
+
+
+DEMO_OPTIONS = ["--train-steps", "--batch-size", "--n", "--steps", "--seed"]
+
+
+@PROFILE
+@given(argv=st.lists(st.one_of(st.sampled_from(["demo", "backends", *DEMO_OPTIONS, "--out", "--no-reference"]),
+                               st.integers(-5, 5).map(str), st.text(max_size=6)), max_size=6))
+def test_fuzz_cli_runs_only_valid_command_lines(argv):
+    """A command line ends in argparse's exit 2 with a message, or runs its command with every
+    count in range: a bad value never reaches the demo (which would train for minutes first)."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from fastscore import cli
+
+    err = io.StringIO()
+    with mock.patch("fastscore.demo.run") as run, contextlib.redirect_stderr(err), \
+            contextlib.redirect_stdout(io.StringIO()):
+        try:
+            assert cli.main(argv) == 0
+        except SystemExit as exc:
+            assert exc.code == 2 and err.getvalue(), (argv, exc.code)
+            assert not run.called
+            return
+    if run.called:
+        _, train_steps, batch_size, n, steps, seed, _ = run.call_args.args
+        assert min(train_steps, batch_size, n, steps) >= 1 and seed >= 0, argv
