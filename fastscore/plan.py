@@ -39,11 +39,13 @@ MAX_INDEX = 2**32  # sample and step indices address 32-bit Philox counter words
 MAX_CORRECTOR_STEPS = 2**16  # corrector sweep j draws from stream STREAM_CORRECTOR + j
 
 
-def check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 
