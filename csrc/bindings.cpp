@@ -24,7 +24,8 @@ using namespace fastscore;
 
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+// no forcecast: a wider integer array would be cast with wrap-around before validation
+using I32 = py::array_t<int32_t, py::array::c_style>;
 // (dim, width, depth, activation, time_embedding, n_freqs, std_kind, (std p0, p1, T))
 using LayoutTuple = std::tuple<int, int, int, int, int, int, int, std::tuple<double, double, double>>;
 using SdeTuple = std::tuple<int, double, double, double>;  // (kind, p0, p1, T)

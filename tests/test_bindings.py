@@ -126,7 +126,7 @@ def test_program_counts_and_table_shapes_are_checked():
     weights, layout, args, _ = _valid()
     ops, n_body, n_slots, n_regs, coef, bias, scale, prior = args
     cases = {
-        "ops": [ops[:, :11], ops[:0], ops.astype(np.float32)[None]],
+        "ops": [ops[:, :11], ops[:0]],
         "n_body": [-1, len(ops) + 1],
         "n_slots": [0, 2],  # 2: the bias table no longer matches
         "n_registers": [0, 9, n_regs - 1],
@@ -135,6 +135,9 @@ def test_program_counts_and_table_shapes_are_checked():
         "scale": [scale[:-1], scale[None], np.full_like(scale, np.nan)],
         "prior_std": [0.0, -1.0, np.nan],
     }
+    for wide in (ops.astype(np.int64) + 2**32, ops.astype(np.float32)):  # no silent cast of the program
+        with pytest.raises(TypeError):
+            _sample(weights, layout, [wide, *args[1:]])
     names = list(cases)
     for name, values in cases.items():
         for value in values:
