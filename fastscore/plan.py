@@ -58,6 +58,16 @@ def check_positive(name: str, value) -> float:
     return value
 
 
+MIN_TOLERANCE = 1e-12  # below it no float64 solve (scipy's included) can meet a tolerance
+
+
+def check_tolerance(name: str, value) -> float:
+    value = check_positive(name, value)
+    if value < MIN_TOLERANCE:
+        raise ValueError(f"{name} must be >= {MIN_TOLERANCE} (float64 resolution), got {value}")
+    return value
+
+
 def check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
@@ -301,8 +311,8 @@ def make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed) 
         steps=check_int("steps", steps, 1),
         eps=check_eps(eps, sde),
         T=sde.T,
-        rtol=check_positive("rtol", rtol),
-        atol=check_positive("atol", atol),
+        rtol=check_tolerance("rtol", rtol),
+        atol=check_tolerance("atol", atol),
         trace=check_choice("trace", trace, TRACES),
         seed=check_seed(seed),
     )

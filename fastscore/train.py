@@ -20,6 +20,7 @@ from .plan import (check_choice, check_eps, check_int, check_memory, check_point
 from .sde import SDE
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
+MAX_LR = 10.0  # larger Adam steps only diverge (and overflow float32 inside the optimiser)
 MAX_STEPS = 2**31 - 1  # steps and batch sizes: far beyond any run, inside every counter's range
 BATCH_COPIES = 8  # a training step holds about this many [batch, dim] tensors (data, noise, x_t, targets, grads)
 
@@ -60,6 +61,8 @@ def train(
     batch_size = check_int("batch_size", batch_size, 1, MAX_STEPS)
     check_memory(f"a batch of {batch_size} points of dim {dim}", BATCH_COPIES * batch_size * dim * 8)
     lr = check_positive("lr", lr)
+    if lr > MAX_LR:
+        raise ValueError(f"lr must be <= {MAX_LR} (Adam's step size), got {lr}")
     check_choice("weighting", weighting, WEIGHTINGS)
     eps = check_eps(eps, sde)
     p = next(model.parameters())
@@ -68,11 +71,13 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     model.train()
-    for _ in tqdm(range(steps), disable=not progress, desc="train", mininterval=1.0):
+    for k in tqdm(range(steps), disable=not progress, desc="train", mininterval=1.0):
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
         t = eps + (sde.T - eps) * torch.rand(batch_size, generator=gen, dtype=p.dtype)
         z = torch.randn(batch_size, dim, generator=gen, dtype=p.dtype)
         loss = dsm_loss(model, sde, data[idx], t.to(p.device), z.to(p.device), weighting)
+        if not torch.isfinite(loss):  # a diverged model: stop before the optimiser spreads NaN into the weights
+            raise FloatingPointError(f"the loss is not finite at step {k} ({loss.item()}); lower lr or check the data")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
