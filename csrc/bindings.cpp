@@ -137,13 +137,13 @@ SamplePlan to_sample_plan(const MlpLayout& L, const I32& ops, int n_body, int n_
 
 // The integrator as fastscore/backends/cpu.py integrator_args encodes it (ode.h): tableau
 // float64 [stages + 3, stages] (rows: c, a (stages rows), b, e), controller float64 [6]
-// (h0_fraction, safety, min_factor, max_factor, exponent, max_attempts).
+// (h0_fraction, safety, min_factor, max_factor, exponent, max_attempts, min_step_fraction).
 LogProbPlan to_log_prob_plan(const SdeParams& sde, bool adaptive, const F64& tableau, const F64& controller, int steps,
                              double eps, double rtol, double atol, bool hutchinson, uint64_t seed) {
   require(tableau.ndim() == 2 && tableau.shape(1) >= 1 && tableau.shape(1) <= kMaxStages &&
               tableau.shape(0) == tableau.shape(1) + 3,
           "tableau must be float64 [stages + 3, stages] with 1 <= stages <= 7");
-  require(controller.ndim() == 1 && controller.shape(0) == 6, "controller must be float64 [6]");
+  require(controller.ndim() == 1 && controller.shape(0) == 7, "controller must be float64 [7]");
   for (py::ssize_t i = 0; i < tableau.size(); ++i) require(std::isfinite(tableau.data()[i]), "tableau must be finite");
   LogProbPlan p{};
   Tableau& tab = p.tab;
@@ -163,10 +163,11 @@ LogProbPlan to_log_prob_plan(const SdeParams& sde, bool adaptive, const F64& tab
     for (int j = 0; j < S - 1; ++j) require(tab.a[S - 1][j] == tab.b[j], "tableau: an adaptive pair needs a[-1] = b");
   }
   const double* c = controller.data();
-  for (int i = 0; i < 6; ++i) require(std::isfinite(c[i]), "controller must be finite");
-  require(c[0] > 0 && c[0] <= 1 && c[1] > 0 && c[2] > 0 && c[2] <= 1 && c[3] >= 1 && c[4] < 0 && c[5] >= 1 && c[5] <= 1e9,
+  for (int i = 0; i < 7; ++i) require(std::isfinite(c[i]), "controller must be finite");
+  require(c[0] > 0 && c[0] <= 1 && c[1] > 0 && c[2] > 0 && c[2] <= 1 && c[3] >= 1 && c[4] < 0 && c[5] >= 1 && c[5] <= 1e9 &&
+              c[6] > 0 && c[6] < c[0],
           "controller out of range");
-  p.ctl = Controller{c[0], c[1], c[2], c[3], c[4], (int64_t)c[5]};
+  p.ctl = Controller{c[0], c[1], c[2], c[3], c[4], (int64_t)c[5], c[6]};
   require(steps >= 1, "steps must be >= 1");
   require(std::isfinite(eps) && eps > 0 && eps < sde.T, "eps must be in (0, T)");
   require(std::isfinite(rtol) && rtol > 0 && std::isfinite(atol) && atol > 0, "rtol and atol must be finite and > 0");

@@ -94,3 +94,7 @@ RK45_SAFETY = 0.9
 RK45_MIN_FACTOR = 0.2
 RK45_MAX_FACTOR = 10.0
 RK45_EXPONENT = -1 / (DOPRI5.error_order + 1)  # -1/5
+# A trial step whose error norm is NaN (it overflowed) is rejected with RK45_MIN_FACTOR; a
+# sample whose step falls below RK45_MIN_STEP_FRACTION (T - eps) stops with a NaN log p (its
+# velocity is not finite at any step size), which log_prob reports as FloatingPointError.
+RK45_MIN_STEP_FRACTION = 1e-12

@@ -103,8 +103,19 @@ def test_rk45_per_sample_control(backend):
 @backends
 def test_rk45_reports_failure_instead_of_garbage(backend):
     model = fs.ScoreMLP(1, 8, 1)
-    with pytest.raises(RuntimeError, match="rk45 gave up"):
-        # an absurd tolerance cannot be met within the attempt limit
+    # s(x) = -1e5 x: the VE flow decays at rate 5e4 g(t)^2, so explicit rk45 needs ~1e6 steps (stable
+    # h ~ 3 / rate), beyond the attempt limit (1e5); trial steps that overflow are rejected
+    stiff = fs.ScoreMLP(1, 2, 1)
+    with torch.no_grad():
+        for p in stiff.parameters():
+            p.zero_()
+        stiff.layers[0].weight[:, 0] = torch.tensor([1.0, -1.0])
+        stiff.layers[1].weight[0] = torch.tensor([-1e5, 1e5])
+    # an honest failure either way: the attempt limit ("gave up") or a step-size underflow
+    # reported as a non-finite result; never a number
+    with pytest.raises((RuntimeError, FloatingPointError), match="rk45 gave up|not finite"):
+        fs.log_prob(stiff, fs.VESDE(), torch.randn(3, 1), "rk45", backend=backend)
+    with pytest.raises(ValueError, match="rtol must be >= 1e-12"):  # below it: refused up front
         fs.log_prob(model, fs.VESDE(), torch.randn(3, 1), "rk45", rtol=1e-30, atol=1e-30, backend=backend)
 
 

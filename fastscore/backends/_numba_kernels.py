@@ -108,6 +108,7 @@ RK45_MAX_ATTEMPTS = integrators.RK45_MAX_ATTEMPTS
 RK45_H0_FRACTION = integrators.RK45_H0_FRACTION
 RK45_SAFETY = integrators.RK45_SAFETY
 RK45_MIN_FACTOR = integrators.RK45_MIN_FACTOR
+RK45_MIN_STEP_FRACTION = integrators.RK45_MIN_STEP_FRACTION
 RK45_MAX_FACTOR = integrators.RK45_MAX_FACTOR
 RK45_EXPONENT = integrators.RK45_EXPONENT
 
@@ -927,12 +928,11 @@ def rk45_tile(model, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
                 r = h * acc / (atol + rtol * max(abs(y[c, lane]), abs(y5[c, lane])))
                 sq += r * r
             err = math.sqrt(sq / C)
-            if err != err:  # a stage was not finite: no step size helps; stop and poison the lane
-                done[lane] = True
-                y[C - 1, lane] = np.nan
-                continue
-            factor = RK45_MAX_FACTOR if err == 0.0 else min(RK45_MAX_FACTOR, max(RK45_MIN_FACTOR,
-                                                                                  RK45_SAFETY * err**RK45_EXPONENT))
+            if err != err:  # a trial step that overflowed: reject it and shrink
+                factor = RK45_MIN_FACTOR
+            else:
+                factor = RK45_MAX_FACTOR if err == 0.0 else min(RK45_MAX_FACTOR, max(RK45_MIN_FACTOR,
+                                                                                      RK45_SAFETY * err**RK45_EXPONENT))
             if err <= 1.0:
                 if h >= T - t[lane]:  # the step that reaches T lands exactly on T
                     t[lane] = T
@@ -945,3 +945,6 @@ def rk45_tile(model, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
             else:
                 factor = min(factor, 1.0)
             hs[lane] = min(h * factor, T - t[lane])
+            if not done[lane] and h * factor < RK45_MIN_STEP_FRACTION * (T - eps):
+                done[lane] = True  # step-size underflow: not finite at any step; poison log p
+                y[C - 1, lane] = np.nan

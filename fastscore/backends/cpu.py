@@ -59,7 +59,7 @@ def sample(model, plan: SamplePlan) -> torch.Tensor:
 
 
 def integrator_args(method: str) -> tuple:
-    """(adaptive, tableau [stages + 3, stages], controller [6]) of a log_prob method from
+    """(adaptive, tableau [stages + 3, stages], controller [7]) of a log_prob method from
     fastscore/integrators.py, as the bindings take them (csrc/include/fastscore/ode.h). The
     adaptive pair's last stage is its first-same-as-last derivative at y + h sum b_i k_i."""
     adaptive = method == "rk45"
@@ -75,7 +75,8 @@ def integrator_args(method: str) -> tuple:
     for i, row in enumerate(a):
         table[1 + i, : len(row)] = row
     controller = np.array([integrators.RK45_H0_FRACTION, integrators.RK45_SAFETY, integrators.RK45_MIN_FACTOR,
-                           integrators.RK45_MAX_FACTOR, integrators.RK45_EXPONENT, integrators.RK45_MAX_ATTEMPTS])
+                           integrators.RK45_MAX_FACTOR, integrators.RK45_EXPONENT, integrators.RK45_MAX_ATTEMPTS,
+                           integrators.RK45_MIN_STEP_FRACTION])
     return adaptive, table, controller
 
 

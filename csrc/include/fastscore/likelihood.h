@@ -186,18 +186,19 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
       if (done[l]) continue;
       nfe[l] += S - 1;
       const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
-      if (err != err) {  // a stage was not finite: no step size helps; stop and poison the lane's log p
-        done[l] = true;
-        LaneAccess<V>::set(w.comp[0], l, NAN);
-        continue;
-      }
       if (err <= 1.0) {
         const bool last = h[l] >= sde.T - t[l];
         t[l] = last ? sde.T : t[l] + h[l];
         done[l] = last;
         LaneAccess<V>::set(accept_mask, l, 1.0f);
       }
-      h[l] = ::fmin(h[l] * step_factor(p.ctl, err), sde.T - t[l]);
+      const double next = h[l] * step_factor(p.ctl, err);
+      h[l] = ::fmin(next, sde.T - t[l]);
+      if (!done[l] && next < p.ctl.min_step_fraction * (sde.T - p.eps)) {
+        // step-size underflow: the velocity is not finite at any step; stop and poison log p
+        done[l] = true;
+        LaneAccess<V>::set(w.comp[0], l, NAN);
+      }
     }
     // accepted lanes move to y5 and reuse the last stage as the next first (FSAL)
     for (int c = 0; c < C; ++c) {

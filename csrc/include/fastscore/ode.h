@@ -7,7 +7,9 @@
 //   scale_j = atol + rtol max(|y_j|, |y5_j|), err = sqrt(mean_j (err_j / scale_j)^2) over the
 //   dim + 1 components; accept if err <= 1; factor = max_factor if err == 0 else
 //   clamp(safety err^exponent, min_factor, max_factor), at most 1 after a rejection;
-//   h *= factor, then h = min(h, T - t), the last step landing exactly on T.
+//   h *= factor, then h = min(h, T - t), the last step landing exactly on T. A NaN err (a
+//   trial step that overflowed) is a rejection with min_factor; a lane whose step falls below
+//   min_step_fraction (T - eps) stops with a NaN log p (the caller's FloatingPointError).
 //   nfe = 1 + (stages - 1) per attempt.
 #pragma once
 #include <cmath>
@@ -29,6 +31,7 @@ struct Tableau {
 struct Controller {
   double h0_fraction, safety, min_factor, max_factor, exponent;
   int64_t max_attempts;
+  double min_step_fraction;  // a step below min_step_fraction (T - eps): the velocity is not finite
 };
 
 // A likelihood request (fastscore/plan.py LogProbPlan)
@@ -44,6 +47,7 @@ struct LogProbPlan {
 
 // the controller's step factor after an attempt with error norm err (accepted: err <= 1)
 FS_HD double step_factor(const Controller& c, double err) {
+  if (err != err) return c.min_factor;  // a non-finite trial step: reject it and shrink
   double f = err == 0.0 ? c.max_factor : c.safety * pow(err, c.exponent);
   f = f < c.min_factor ? c.min_factor : (f > c.max_factor ? c.max_factor : f);
   return (err <= 1.0 || f < 1.0) ? f : 1.0;
