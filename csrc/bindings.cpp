@@ -11,12 +11,14 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
 #include "cuda/api.h"
 #include "cuda/thread_body.h"
 #include "fastscore/philox.h"
+#include "fastscore/net.h"
 #include "fastscore/program.h"
 
 namespace py = pybind11;
@@ -26,15 +28,16 @@ using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
 // no forcecast: a wider integer array would be cast with wrap-around before validation
 using I32 = py::array_t<int32_t, py::array::c_style>;
-// (dim, width, depth, activation, time_embedding, n_freqs, std_kind, (std p0, p1, T))
-using LayoutTuple = std::tuple<int, int, int, int, int, int, int, std::tuple<double, double, double>>;
+// (dim, cond_dim, n_time_ops, n_cond_ops, time_arena, cond_arena, lane_arena, n_texp, n_cexp, out, sde_kind,
+//  (sde p0, p1, T)): fastscore/netprog.py NetProgram.header
+using NetTuple = std::tuple<int, int, int, int, int, int, int, int, int, int, int, std::tuple<double, double, double>>;
 using SdeTuple = std::tuple<int, double, double, double>;  // (kind, p0, p1, T)
 
 namespace {
 
-constexpr int kMaxWidth = 1 << 14;  // sizes stay far from integer overflow
-constexpr int kMaxDepth = 1 << 10;
-constexpr int kMaxFreqs = 1 << 12;
+constexpr int kMaxArena = 1 << 16;  // sizes stay far from integer overflow, tangent arenas in memory
+constexpr int kMaxCond = 1 << 12;
+constexpr int kMaxNetOps = 1 << 16;
 constexpr int64_t kStreamIndices = int64_t(1) << 32;  // sample and step indices are 32-bit counter words
 
 void require(bool ok, const std::string& what) {
@@ -60,38 +63,113 @@ SdeParams to_sde(int kind, double p0, double p1, double T, const char* what) {
 
 SdeParams to_sde(const SdeTuple& t) { return to_sde(std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t), "sde"); }
 
-MlpLayout to_layout(const LayoutTuple& t, const F32& weights) {
-  MlpLayout L;
-  std::tie(L.dim, L.width, L.depth, L.activation, L.time_embedding, L.n_freqs, L.std_kind, std::ignore) = t;
-  require(L.dim >= 1 && L.dim <= cpu::kMaxDim, "layout: dim must be in [1, " + std::to_string(cpu::kMaxDim) + "]");
-  require(L.width >= 1 && L.width <= kMaxWidth, "layout: width out of range");
-  require(L.depth >= 1 && L.depth <= kMaxDepth, "layout: depth out of range");
-  require(L.activation >= kReLU && L.activation <= kSoftplus, "layout: unknown activation code " + std::to_string(L.activation));
-  require(L.time_embedding == kConcat || L.time_embedding == kFourier,
-          "layout: unknown time-embedding code " + std::to_string(L.time_embedding));
-  require(L.time_embedding == kFourier ? (L.n_freqs >= 1 && L.n_freqs <= kMaxFreqs) : L.n_freqs == 0,
-          "layout: n_freqs must be in [1, 4096] for the Fourier embedding and 0 otherwise");
-  const auto& sp = std::get<7>(t);
-  L.std_sde = SdeParams{-1, 0, 0, 1};
-  require(L.std_kind >= -1, "layout: std_kind must be -1 (no output scaling) or an SDE kind");
-  if (L.std_kind >= 0) L.std_sde = to_sde(L.std_kind, std::get<0>(sp), std::get<1>(sp), std::get<2>(sp), "layout std_sde");
-  require(weights.ndim() == 1 && (size_t)weights.size() == packed_size(L),
-          "weights must be a 1-D float32 buffer of packed_size(layout) = " + std::to_string(packed_size(L)) + " values");
-  require(finite_all(weights.data(), weights.size()), "weights must be finite");
-  return L;
+// A network program (net.h) with every row checked against its phase's arena and the
+// parameter buffer, so no row can read or write outside them.
+struct CheckedNet {
+  Net net;
+  size_t n_params;
+};
+
+CheckedNet to_net(const F32& params, const I32& ops, const NetTuple& t) {
+  NetLayout L;
+  std::tie(L.dim, L.cond_dim, L.n_time_ops, L.n_cond_ops, L.time_arena, L.cond_arena, L.lane_arena, L.n_texp, L.n_cexp,
+           L.out, L.sde_kind, std::ignore) = t;
+  require(ops.ndim() == 2 && ops.shape(1) == kNetOpWidth && ops.shape(0) >= 1 && ops.shape(0) <= kMaxNetOps,
+          "net ops must be int32 [n_ops in 1..65536, 9]");
+  L.n_ops = (int)ops.shape(0);
+  require(params.ndim() == 1 && params.size() < (py::ssize_t(1) << 31), "params must be a 1-D float32 buffer");
+  require(finite_all(params.data(), params.size()), "params must be finite");
+  const int64_t np = params.size();
+  require(L.dim >= 1 && L.dim <= cpu::kMaxDim, "net: dim must be in [1, " + std::to_string(cpu::kMaxDim) + "]");
+  require(L.cond_dim >= 0 && L.cond_dim <= kMaxCond, "net: cond_dim must be in [0, 4096]");
+  require(L.n_time_ops >= 0 && L.n_cond_ops >= 0 && L.n_time_ops + L.n_cond_ops <= L.n_ops, "net: phase sizes out of range");
+  for (int a : {L.time_arena, L.cond_arena, L.lane_arena}) require(a >= 0 && a <= kMaxArena, "net: arena size out of range");
+  require(L.n_texp >= 0 && L.n_texp <= L.time_arena, "net: n_texp out of range");
+  require(L.n_cexp >= 0 && L.cond_dim + L.n_cexp <= L.cond_arena, "net: n_cexp out of range");
+  require(L.dim + L.n_texp + L.n_cexp <= L.lane_arena, "net: the lane arena must hold x and the imports");
+  require(L.out >= 0 && L.out + L.dim <= L.lane_arena, "net: out of range");
+  require(L.sde_kind >= -1, "net: sde_kind must be -1 or an SDE kind");
+  L.sde = SdeParams{-1, 0, 0, 1};
+  const auto& sp = std::get<11>(t);
+  if (L.sde_kind >= 0) L.sde = to_sde(L.sde_kind, std::get<0>(sp), std::get<1>(sp), std::get<2>(sp), "net sde");
+  auto in = [](int64_t off, int64_t n, int64_t size) { return off >= 0 && n >= 0 && off + n <= size; };
+  for (int i = 0; i < L.n_ops; ++i) {
+    const int32_t* op = ops.data(i, 0);
+    const std::string at = "net ops[" + std::to_string(i) + "]: ";
+    const bool time = i < L.n_time_ops, lane = i >= L.n_time_ops + L.n_cond_ops;
+    const int64_t arena = time ? L.time_arena : lane ? L.lane_arena : L.cond_arena;
+    const int n = op[4];
+    require(n >= 1 && in(op[1], n, arena), at + "destination out of its arena");
+    require(op[8] >= 0 && op[8] <= 7 && (lane || op[8] == 0), at + "tangent flags out of range");
+    switch (op[0]) {
+      case kDense:
+        require(op[5] >= 1 && in(op[2], op[5], arena), at + "dense source out of its arena");
+        require(op[2] + op[5] <= op[1] || op[1] + n <= op[2], at + "dense source and destination overlap");
+        require(in(op[6], (int64_t)n * op[5], np), at + "dense weights out of the parameters");
+        require(op[7] == kInitNone || (op[7] == kInitParam && in(op[3], n, np)) || (op[7] == kInitArena && in(op[3], n, arena)),
+                at + "dense init out of range");
+        require(!(op[8] & kTangentB) || op[7] == kInitArena, at + "tangent of a parameter init");
+        break;
+      case kUnary: {
+        require(op[5] >= 0 && op[5] < kNumUnary, at + "unknown unary function " + std::to_string(op[5]));
+        const int k = op[5] == kSoftplus ? 2 : (op[5] == kLeakyRelu || op[5] == kElu) ? 1 : 0;
+        require(in(op[2], n, arena) && in(op[6], k, np), at + "unary operand or parameters out of range");
+        break;
+      }
+      case kBinary:
+        require(op[5] >= kAdd && op[5] <= kDiv, at + "unknown binary function " + std::to_string(op[5]));
+        for (int s = 0; s < 2; ++s) {
+          const int mode = op[6 + s], off = op[2 + s];
+          const int64_t len = (mode == kModeScalar || mode == kModeParamScalar) ? 1 : n;
+          require(mode >= kModeVector && mode <= kModeParamScalar, at + "unknown operand mode");
+          require(mode <= kModeScalar ? in(off, len, arena) : in(off, len, np), at + "binary operand out of range");
+          require(!(op[8] & (1 << s)) || mode <= kModeScalar, at + "tangent of a parameter operand");
+        }
+        break;
+      case kNorm:
+        require(in(op[2], n, arena) && in(op[3], 1, np) && (op[5] == -1 || in(op[5], n, np)) &&
+                    (op[6] == -1 || in(op[6], n, np)),
+                at + "norm operand or parameters out of range");
+        break;
+      case kSdeOp:
+        require(time && n == 1 && op[5] >= kSdeT && op[5] <= kSdeAlpha, at + "an SDE row reads t, sigma or alpha in the time phase");
+        require(op[5] == kSdeT || L.sde_kind >= 0, at + "sigma(t) and alpha(t) need the net's SDE");
+        break;
+      case kCopy: require(in(op[2], n, arena), at + "copy source out of its arena"); break;
+      default: require(false, at + "unknown opcode " + std::to_string(op[0]));
+    }
+  }
+  return CheckedNet{Net{L, ops.data(), params.data()}, (size_t)np};
 }
 
 // the CUDA kernels' per-thread arrays are sized by cuda::kMax* (thread_body.h)
-MlpLayout to_cuda_layout(const LayoutTuple& t, const F32& weights) {
-  const MlpLayout L = to_layout(t, weights);
-  require(L.dim <= cuda::kMaxDim && L.width <= cuda::kMaxWidth && embed_dim(L) <= cuda::kMaxEmbed,
-          "layout out of range for the CUDA kernels (dim <= 8, width <= 256, <= 32 Fourier features)");
-  return L;
+CheckedNet to_cuda_net(const F32& params, const I32& ops, const NetTuple& t) {
+  const CheckedNet c = to_net(params, ops, t);
+  const NetLayout& L = c.net.L;
+  require(L.dim <= cuda::kMaxDim && L.lane_arena <= cuda::kMaxArena && L.time_arena <= cuda::kMaxTimeArena &&
+              L.cond_arena <= cuda::kMaxTimeArena,
+          "network out of range for the CUDA kernels (dim <= 8, lane arena <= 1024, time and cond arenas <= 512)");
+  return c;
+}
+
+// cond as the kernels take it: None for an unconditional net, else float64 [n, cond_dim]
+const double* to_cond(const py::object& cond, const NetLayout& L, int64_t n, F64& keep) {
+  if (L.cond_dim == 0) {
+    require(cond.is_none(), "this network takes no condition (cond must be None)");
+    return nullptr;
+  }
+  require(!cond.is_none(), "this network needs a condition: cond [n, cond_dim]");
+  keep = F64::ensure(cond);
+  require(keep && keep.ndim() == 2 && keep.shape(0) == n && keep.shape(1) == L.cond_dim, "cond must be [n, cond_dim]");
+  for (py::ssize_t i = 0; i < keep.size(); ++i) require(std::isfinite(keep.data()[i]), "cond must be finite");
+  return keep.data();
 }
 
 // The program and its tables, every field checked against the others (program.h).
-SamplePlan to_sample_plan(const MlpLayout& L, const I32& ops, int n_body, int n_slots, int n_registers, const F32& coef,
-                          const F32& bias, const F32& scale, double prior_std, int64_t n, uint64_t seed, int64_t start) {
+// The time table (net.h time_table at each evaluation time) is computed here, into `table`.
+SamplePlan to_sample_plan(const Net& net, const I32& ops, int n_body, int n_slots, int n_registers, const F32& coef,
+                          const F64& times, double prior_std, int64_t n, uint64_t seed, int64_t start,
+                          std::vector<float>& table) {
   require(ops.ndim() == 2 && ops.shape(1) == kOpWidth && ops.shape(0) >= 1 && ops.shape(0) <= (1 << 20),
           "ops must be int32 [n_ops >= 1, 12]");
   require(n_body >= 0 && n_body <= ops.shape(0), "n_body must be in [0, n_ops]");
@@ -100,12 +178,10 @@ SamplePlan to_sample_plan(const MlpLayout& L, const I32& ops, int n_body, int n_
   require(coef.ndim() == 2 && coef.shape(0) >= 2 && coef.shape(0) - 1 < kStreamIndices,
           "coef must be float32 [steps + 1, n_coefficients] with 1 <= steps < 2**32");
   const int64_t steps = coef.shape(0) - 1, n_coef = coef.shape(1), rows = steps * n_slots + 1;
-  require(bias.ndim() == 2 && bias.shape(0) == rows && bias.shape(1) == L.width,
-          "bias must be float32 [steps * n_slots + 1, width]");
-  require(scale.ndim() == 1 && scale.shape(0) == rows, "scale must be float32 [steps * n_slots + 1]");
-  require(finite_all(coef.data(), coef.size()) && finite_all(bias.data(), bias.size()) &&
-              finite_all(scale.data(), scale.size()),
-          "coef, bias and scale must be finite");
+  require(times.ndim() == 1 && times.shape(0) == rows, "times must be float64 [steps * n_slots + 1]");
+  require(rows * (int64_t)net.L.n_texp <= (int64_t(1) << 32), "the time table would exceed 2**32 values");
+  require(finite_all(coef.data(), coef.size()), "coef must be finite");
+  for (py::ssize_t i = 0; i < rows; ++i) require(std::isfinite(times.data()[i]), "times must be finite");
   require(std::isfinite(prior_std) && prior_std > 0, "prior_std must be finite and > 0");
   require(n >= 0 && start >= 0 && start + n <= kStreamIndices, "need n >= 0, start >= 0, start + n <= 2**32");
   for (py::ssize_t i = 0; i < ops.shape(0); ++i) {
@@ -131,8 +207,14 @@ SamplePlan to_sample_plan(const MlpLayout& L, const I32& ops, int n_body, int n_
       default: require(false, at + "unknown opcode " + std::to_string(op[0]));
     }
   }
+  table.resize((size_t)rows * net.L.n_texp);
+  {
+    py::gil_scoped_release nogil;
+    std::vector<double> ta(net.L.time_arena);
+    time_table<false>(net, times.data(), rows, ta.data(), table.data());
+  }
   return SamplePlan{ops.data(), (int)ops.shape(0), n_body, n_slots, n_registers, (int)n_coef, (int)steps,
-                    coef.data(), bias.data(), scale.data(), (float)prior_std, seed, start};
+                    coef.data(), table.data(), (float)prior_std, seed, start};
 }
 
 // The integrator as fastscore/backends/cpu.py integrator_args encodes it (ode.h): tableau
@@ -190,45 +272,46 @@ void check_time(double t) { require(std::isfinite(t), "t must be finite"); }
 
 F32 new_rows(int64_t n, int dim) { return F32({(py::ssize_t)n, (py::ssize_t)dim}); }
 
-// A host sampler (CPU kernel or CUDA emulation) run without the GIL: kernel(weights, out) fills
-// out [n, dim].
+// A host sampler (CPU kernel or CUDA emulation) run without the GIL: kernel(out) fills out [n, dim].
 template <class Kernel>
-F32 run_sample(const MlpLayout& L, const F32& weights, int64_t n, Kernel kernel) {
-  F32 out = new_rows(n, L.dim);
-  const float* w = weights.data();
+F32 run_sample(int dim, int64_t n, Kernel kernel) {
+  F32 out = new_rows(n, dim);
   float* op = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    kernel(w, op);
+    kernel(op);
   }
   return out;
 }
 
-// A host likelihood run without the GIL: kernel(weights, x, n, logp, nfe) returns the number of
-// failed rk45 solves. Returns (log p [n], nfe [n], failed).
+// A host likelihood run without the GIL: kernel(x, n, logp, nfe) returns the number of failed
+// rk45 solves. Returns (log p [n], nfe [n], failed).
 template <class Kernel>
-py::tuple run_log_prob(const MlpLayout& L, const F32& weights, const F32& x, Kernel kernel) {
-  check_rows(x, L.dim);
+py::tuple run_log_prob(const F32& x, Kernel kernel) {
   const int64_t n = x.shape(0);
   F64 logp(n);
   py::array_t<int64_t> nfe(n);
-  const float *w = weights.data(), *xp = x.data();
+  const float* xp = x.data();
   double* lp = logp.mutable_data();
   int64_t* np_ = nfe.mutable_data();
   int64_t failed;
   {
     py::gil_scoped_release nogil;
-    failed = kernel(w, xp, n, lp, np_);
+    failed = kernel(xp, n, lp, np_);
   }
   return py::make_tuple(logp, nfe, failed);
 }
 }  // namespace
 
-// the arguments of every sampler entry: the packed model, then the plan (fastscore/backends/cpu.py program_args)
-#define SAMPLE_ARGS                                                                                              \
-  py::arg("weights"), py::arg("layout"), py::arg("ops"), py::arg("n_body"), py::arg("n_slots"),                 \
-      py::arg("n_registers"), py::arg("coef"), py::arg("bias"), py::arg("scale"), py::arg("prior_std"), py::arg("n"), \
-      py::arg("seed"), py::arg("start")
+// the network (fastscore/backends/cpu.py net_args), then the plan (program_args)
+#define NET_ARGS py::arg("params"), py::arg("ops"), py::arg("header")
+#define SAMPLE_ARGS                                                                                                  \
+  NET_ARGS, py::arg("program"), py::arg("n_body"), py::arg("n_slots"), py::arg("n_registers"), py::arg("coef"),     \
+      py::arg("times"), py::arg("prior_std"), py::arg("cond"), py::arg("n"), py::arg("seed"), py::arg("start")
+#define LOG_PROB_ARGS                                                                                                \
+  NET_ARGS, py::arg("sde"), py::arg("x"), py::arg("cond"), py::arg("adaptive"), py::arg("tableau"),                 \
+      py::arg("controller"), py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), \
+      py::arg("seed")
 
 PYBIND11_MODULE(_core, mod) {
   mod.doc() = "fastscore compiled kernels (see fastscore/backends for the Python side)";
@@ -245,8 +328,8 @@ PYBIND11_MODULE(_core, mod) {
     d["cuda_compiled"] = false;
 #endif
     d["cuda_max_dim"] = cuda::kMaxDim;
-    d["cuda_max_width"] = cuda::kMaxWidth;
-    d["cuda_max_embed"] = cuda::kMaxEmbed;
+    d["cuda_max_arena"] = cuda::kMaxArena;
+    d["cuda_max_time_arena"] = cuda::kMaxTimeArena;
     return d;
   });
 
@@ -314,101 +397,106 @@ PYBIND11_MODULE(_core, mod) {
       py::arg("sde"), py::arg("t"));
 
   mod.def(
-      "mlp_eval",
-      [](F32 weights, const LayoutTuple& layout, F32 x, double t) {
-        const MlpLayout L = to_layout(layout, weights);
-        check_rows(x, L.dim);
+      "net_eval",
+      [](F32 params, I32 ops, const NetTuple& header, F32 x, py::object cond, double t) {
+        const CheckedNet c = to_net(params, ops, header);
+        check_rows(x, c.net.L.dim);
         check_time(t);
         const int64_t n = x.shape(0);
-        F32 out = new_rows(n, L.dim);
-        const float* w = weights.data();
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
         const float* xp = x.data();
-        float* op = out.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          cpu::mlp_eval(L, w, xp, n, t, op);
-        }
-        return out;
+        return run_sample(c.net.L.dim, n, [&](float* out) { cpu::net_eval(c.net, c.n_params, xp, cp, n, t, out); });
       },
-      "s_theta(x, t) [n, dim] by the tiled CPU forward pass", py::arg("weights"), py::arg("layout"), py::arg("x"),
-      py::arg("t"));
+      "s_theta(x, t) [n, dim] by the tiled CPU forward pass", NET_ARGS, py::arg("x"), py::arg("cond"), py::arg("t"));
 
   mod.def(
       "sample",
-      [](F32 weights, const LayoutTuple& layout, I32 ops, int n_body, int n_slots, int n_registers, F32 coef, F32 bias,
-         F32 scale, double prior_std, int64_t n, uint64_t seed, int64_t start) {
-        const MlpLayout L = to_layout(layout, weights);
+      [](F32 params, I32 ops, const NetTuple& header, I32 program, int n_body, int n_slots, int n_registers, F32 coef,
+         F64 times, double prior_std, py::object cond, int64_t n, uint64_t seed, int64_t start) {
+        const CheckedNet c = to_net(params, ops, header);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
+        std::vector<float> table;
         const SamplePlan p =
-            to_sample_plan(L, ops, n_body, n_slots, n_registers, coef, bias, scale, prior_std, n, seed, start);
-        return run_sample(L, weights, n, [&](const float* w, float* out) { cpu::sample(L, w, p, n, out); });
+            to_sample_plan(c.net, program, n_body, n_slots, n_registers, coef, times, prior_std, n, seed, start, table);
+        return run_sample(c.net.L.dim, n, [&](float* out) { cpu::sample(c.net, c.n_params, p, cp, n, out); });
       },
-      "fused sampler running a step program (fastscore/program.py) with its tables: [n, dim]",
-      SAMPLE_ARGS);
+      "fused sampler running a step program (fastscore/program.py) with its tables: [n, dim]", SAMPLE_ARGS);
 
   mod.def(
       "score_trace",
-      [](F32 weights, const LayoutTuple& layout, F32 x, double t, bool hutchinson, uint64_t seed) {
-        const MlpLayout L = to_layout(layout, weights);
-        check_rows(x, L.dim);
+      [](F32 params, I32 ops, const NetTuple& header, F32 x, py::object cond, double t, bool hutchinson, uint64_t seed) {
+        const CheckedNet c = to_net(params, ops, header);
+        check_rows(x, c.net.L.dim);
         check_time(t);
         const int64_t n = x.shape(0);
-        F32 s = new_rows(n, L.dim);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
+        F32 s = new_rows(n, c.net.L.dim);
         F32 tr(n);
-        const float *w = weights.data(), *xp = x.data();
+        const float* xp = x.data();
         float *sp = s.mutable_data(), *tp = tr.mutable_data();
         {
           py::gil_scoped_release nogil;
-          cpu::score_trace(L, w, xp, n, t, hutchinson, seed, sp, tp);
+          cpu::score_trace(c.net, c.n_params, xp, cp, n, t, hutchinson, seed, sp, tp);
         }
         return py::make_tuple(s, tr);
       },
-      "(s_theta(x, t) [n, dim], tr ds/dx [n]) by forward-mode tangents (Hutchinson: probes of `seed`)",
-      py::arg("weights"), py::arg("layout"), py::arg("x"), py::arg("t"), py::arg("hutchinson"), py::arg("seed"));
+      "(s_theta(x, t) [n, dim], tr ds/dx [n]) by forward-mode tangents (Hutchinson: probes of `seed`)", NET_ARGS,
+      py::arg("x"), py::arg("cond"), py::arg("t"), py::arg("hutchinson"), py::arg("seed"));
 
   mod.def(
       "log_prob",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, bool adaptive, F64 tableau, F64 controller,
-         int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed) {
-        const MlpLayout L = to_layout(layout, weights);
+      [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, F32 x, py::object cond, bool adaptive,
+         F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed) {
+        const CheckedNet c = to_net(params, ops, header);
         const SdeParams s = to_sde(sde);
         const LogProbPlan spec =
             to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
-        return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
-          return cpu::log_prob(L, w, s, spec, xp, n, lp, nfe);
+        check_rows(x, c.net.L.dim);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, x.shape(0), keep);
+        return run_log_prob(x, [&](const float* xp, int64_t n, double* lp, int64_t* nfe) {
+          return cpu::log_prob(c.net, c.n_params, s, spec, xp, cp, n, lp, nfe);
         });
       },
-      "(log p [n], nfe [n], failed) by the probability-flow ODE with the given integrator",
-      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("adaptive"), py::arg("tableau"), py::arg("controller"), py::arg("steps"),
-      py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"));
+      "(log p [n], nfe [n], failed) by the probability-flow ODE with the given integrator", LOG_PROB_ARGS);
 
   // The CUDA kernels' launches with every thread body run on the CPU (csrc/cuda/emulate.cpp).
   mod.def(
       "emulate_sample",
-      [](F32 weights, const LayoutTuple& layout, I32 ops, int n_body, int n_slots, int n_registers, F32 coef, F32 bias,
-         F32 scale, double prior_std, int64_t n, uint64_t seed, int64_t start, bool stage_shared) {
-        const MlpLayout L = to_cuda_layout(layout, weights);
+      [](F32 params, I32 ops, const NetTuple& header, I32 program, int n_body, int n_slots, int n_registers, F32 coef,
+         F64 times, double prior_std, py::object cond, int64_t n, uint64_t seed, int64_t start, bool stage_shared) {
+        const CheckedNet c = to_cuda_net(params, ops, header);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
+        std::vector<float> table;
         const SamplePlan p =
-            to_sample_plan(L, ops, n_body, n_slots, n_registers, coef, bias, scale, prior_std, n, seed, start);
-        return run_sample(L, weights, n,
-                          [&](const float* w, float* out) { cuda::emulate_sample(L, w, p, n, out, stage_shared); });
+            to_sample_plan(c.net, program, n_body, n_slots, n_registers, coef, times, prior_std, n, seed, start, table);
+        return run_sample(c.net.L.dim, n,
+                          [&](float* out) { cuda::emulate_sample(c.net, c.n_params, p, cp, n, out, stage_shared); });
       },
       "the CUDA sampler launch emulated on the CPU: [n, dim]", SAMPLE_ARGS, py::arg("stage_shared"));
 
   mod.def(
       "emulate_log_prob",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, F32 x, bool adaptive, F64 tableau, F64 controller,
-         int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed, bool stage_shared) {
-        const MlpLayout L = to_cuda_layout(layout, weights);
+      [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, F32 x, py::object cond, bool adaptive,
+         F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed,
+         bool stage_shared) {
+        const CheckedNet c = to_cuda_net(params, ops, header);
         const SdeParams s = to_sde(sde);
         const LogProbPlan spec =
             to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
-        return run_log_prob(L, weights, x, [&](const float* w, const float* xp, int64_t n, double* lp, int64_t* nfe) {
-          return cuda::emulate_log_prob(L, w, s, spec, xp, n, lp, nfe, stage_shared);
+        check_rows(x, c.net.L.dim);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, x.shape(0), keep);
+        return run_log_prob(x, [&](const float* xp, int64_t n, double* lp, int64_t* nfe) {
+          return cuda::emulate_log_prob(c.net, c.n_params, s, spec, xp, cp, n, lp, nfe, stage_shared);
         });
       },
-      "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", py::arg("weights"),
-      py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("adaptive"), py::arg("tableau"), py::arg("controller"), py::arg("steps"), py::arg("eps"),
-      py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"), py::arg("stage_shared"));
+      "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", LOG_PROB_ARGS,
+      py::arg("stage_shared"));
 
 #ifdef FASTSCORE_WITH_CUDA
   // The CUDA kernels on device pointers (integers), queued on the caller's stream.
@@ -422,38 +510,41 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "cuda_sample",
-      [](F32 weights, const LayoutTuple& layout, I32 ops, int n_body, int n_slots, int n_registers, F32 coef, F32 bias,
-         F32 scale, double prior_std, int64_t n, uint64_t seed, int64_t start, uintptr_t out, int device,
-         uintptr_t stream) {
-        const MlpLayout L = to_cuda_layout(layout, weights);
+      [](F32 params, I32 ops, const NetTuple& header, I32 program, int n_body, int n_slots, int n_registers, F32 coef,
+         F64 times, double prior_std, py::object cond, int64_t n, uint64_t seed, int64_t start, uintptr_t out,
+         int device, uintptr_t stream) {
+        const CheckedNet c = to_cuda_net(params, ops, header);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
+        std::vector<float> table;
         const SamplePlan p =
-            to_sample_plan(L, ops, n_body, n_slots, n_registers, coef, bias, scale, prior_std, n, seed, start);
-        const float* w = weights.data();
+            to_sample_plan(c.net, program, n_body, n_slots, n_registers, coef, times, prior_std, n, seed, start, table);
         py::gil_scoped_release nogil;
-        cuda::sample(L, w, p, n, reinterpret_cast<float*>(out), device, stream);
+        cuda::sample(c.net, c.n_params, p, cp, n, reinterpret_cast<float*>(out), device, stream);
       },
-      "queue the fused CUDA sampler writing [n, dim] float32 at device pointer `out`", SAMPLE_ARGS, py::arg("out"),
-      py::arg("device"), py::arg("stream"));
+      "queue the fused CUDA sampler writing [n, dim] float32 at device pointer `out` (cond: host float64)",
+      SAMPLE_ARGS, py::arg("out"), py::arg("device"), py::arg("stream"));
 
   mod.def(
       "cuda_log_prob",
-      [](F32 weights, const LayoutTuple& layout, const SdeTuple& sde, uintptr_t x, int64_t n, bool adaptive,
-         F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed,
-         uintptr_t logp, uintptr_t nfe, int device, uintptr_t stream) {
-        const MlpLayout L = to_cuda_layout(layout, weights);
+      [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, uintptr_t x, int64_t n, py::object cond,
+         bool adaptive, F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson,
+         uint64_t seed, uintptr_t logp, uintptr_t nfe, int device, uintptr_t stream) {
+        const CheckedNet c = to_cuda_net(params, ops, header);
         const SdeParams s = to_sde(sde);
         const LogProbPlan spec =
             to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
         require(n >= 0, "n must be >= 0");
-        const float* w = weights.data();
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
         py::gil_scoped_release nogil;
-        return cuda::log_prob(L, w, s, spec, reinterpret_cast<const float*>(x), n, reinterpret_cast<double*>(logp),
-                             reinterpret_cast<int64_t*>(nfe), device, stream);
+        return cuda::log_prob(c.net, c.n_params, s, spec, reinterpret_cast<const float*>(x), cp, n,
+                              reinterpret_cast<double*>(logp), reinterpret_cast<int64_t*>(nfe), device, stream);
       },
-      "the CUDA likelihood on device pointers x [n, dim] float32 -> logp [n] float64, nfe [n] int64; "
-      "waits for `stream` and returns the number of failed rk45 solves",
-      py::arg("weights"), py::arg("layout"), py::arg("sde"), py::arg("x"), py::arg("n"), py::arg("adaptive"), py::arg("tableau"), py::arg("controller"),
-      py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), py::arg("seed"),
-      py::arg("logp"), py::arg("nfe"), py::arg("device"), py::arg("stream"));
+      "the CUDA likelihood on device pointers x [n, dim] float32 -> logp [n] float64, nfe [n] int64 (cond: host "
+      "float64); waits for `stream` and returns the number of failed rk45 solves",
+      NET_ARGS, py::arg("sde"), py::arg("x"), py::arg("n"), py::arg("cond"), py::arg("adaptive"), py::arg("tableau"),
+      py::arg("controller"), py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"),
+      py::arg("seed"), py::arg("logp"), py::arg("nfe"), py::arg("device"), py::arg("stream"));
 #endif
 }

@@ -3,7 +3,9 @@
 from . import datasets, samplers
 from .backends import backends
 from .likelihood import bits_per_dim, log_prob
-from .nn import PackedModel, ScoreMLP, pack
+from .fx_import import ImportedModel, UnsupportedNetwork, from_torch
+from .netprog import NetProgram
+from .nn import ScoreMLP, pack
 from .train import train
 from .sampling import sample
 from .sde import SDE, SubVPSDE, VESDE, VPSDE
@@ -11,6 +13,7 @@ from .sde import SDE, SubVPSDE, VESDE, VPSDE
 __version__ = "0.1.0"
 
 __all__ = [
-    "SDE", "VPSDE", "VESDE", "SubVPSDE", "ScoreMLP", "PackedModel", "pack",
+    "SDE", "VPSDE", "VESDE", "SubVPSDE", "ScoreMLP", "NetProgram", "pack", "from_torch", "ImportedModel",
+    "UnsupportedNetwork",
     "sample", "log_prob", "bits_per_dim", "backends", "datasets", "samplers", "train",
 ]

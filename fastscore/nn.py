@@ -1,36 +1,27 @@
-"""The score network and the flat float32 format every backend consumes.
+"""The score network, and ``pack``: any supported network as the program every kernel runs.
 
-``ScoreMLP`` is a plain torch module. ``pack`` turns it into a ``PackedModel``: one
-contiguous float32 buffer plus a small layout record (ARCHITECTURE section 3). The
-buffer order is fixed and mirrored by ``csrc/include/fastscore/mlp.h``:
-
-    W0 [width, dim + E] b0 [width]  (first layer; columns dim.. take the time features)
-    W1 [width, width]   b1 [width]  ... (depth - 1 hidden-to-hidden layers)
-    Wout [dim, width]   bout [dim]
-    freqs [E / 2]                   (Fourier time embedding only)
-
-with E = 1 for the "concat" embedding (raw t) and E = 2 F for "fourier" (sin and cos of
-2 pi t w_f: Gaussian Fourier features, Tancik et al. 2020, as in Song et al. 2021).
+``ScoreMLP`` is a plain torch module. ``pack`` lowers it, or a user's network imported with
+``fastscore.from_torch``, to a ``NetProgram`` (fastscore/netprog.py): int32 rows over scratch
+arenas plus one float32 parameter buffer, mirrored by ``csrc/include/fastscore/net.h``. Time
+enters ScoreMLP's first layer by concatenation: raw t ("concat") or Gaussian Fourier features
+sin and cos of 2 pi t w_f ("fourier": Tancik et al. 2020, as in Song et al. 2021).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
+from .netprog import NetProgram
 from .sde import SDE
 
-__all__ = ["ScoreMLP", "PackedModel", "pack", "ACTIVATIONS", "TIME_EMBEDDINGS"]
+__all__ = ["ScoreMLP", "pack", "ACTIVATIONS", "TIME_EMBEDDINGS"]
 
-#: activation name -> integer code shared with ``fastscore::Activation``
-ACTIVATIONS = {"relu": 0, "tanh": 1, "silu": 2, "leaky_relu": 3, "softplus": 4}
-#: time embedding name -> integer code shared with ``fastscore::TimeEmbedding``
-TIME_EMBEDDINGS = {"concat": 0, "fourier": 1}
-LEAKY_SLOPE = 0.01  # torch's default negative slope; the kernels use the same constant
+ACTIVATIONS = ("relu", "tanh", "silu", "leaky_relu", "softplus")
+TIME_EMBEDDINGS = ("concat", "fourier")
+LEAKY_SLOPE = 0.01  # torch's default negative slope
 
 _ACTIVATION_MODULES = {
     "relu": nn.ReLU,
@@ -122,14 +113,18 @@ class ScoreMLP(nn.Module):
         proj = 2 * math.pi * t * self.freqs[None, :]
         return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
+    def core(self, x: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+        """The layers on x [n, dim] and a time column [n, 1], before output scaling."""
+        h = torch.cat([x, self.embed(tc)], dim=-1)
+        for layer in self.layers[:-1]:
+            h = self.act(layer(h))
+        return self.layers[-1](h)
+
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [n, {self.dim}], got {tuple(x.shape)}")
         tc = _time_column(t, x)
-        h = torch.cat([x, self.embed(tc)], dim=-1)
-        for layer in self.layers[:-1]:
-            h = self.act(layer(h))
-        out = self.layers[-1](h)
+        out = self.core(x, tc)
         if self.std_sde is not None:
             out = out / self.std_sde.std(tc)
         return out
@@ -140,95 +135,58 @@ class ScoreMLP(nn.Module):
         return sum(2 * layer.in_features * layer.out_features for layer in self.layers)
 
 
-@dataclass(frozen=True)
-class PackedModel:
-    """A ScoreMLP flattened for the kernels: ``weights`` float32 [size] plus its layout."""
+def _as_imported(model: ScoreMLP):
+    """A ScoreMLP as an imported network: its layers called with (x, t [n, 1]); with std_sde,
+    the output is sigma(t) times the score."""
+    from .fx_import import ImportedModel
 
-    weights: np.ndarray
-    dim: int
-    width: int
-    depth: int
-    activation: int
-    time_embedding: int
-    n_freqs: int
-    std_sde_kind: int  # -1: no output scaling
-    std_sde_params: tuple[float, float, float]
-    flops_per_eval: int
-    std_sde: SDE | None = None
+    wrapped = ImportedModel(_ScoreMLPCore(model), model.dim, ("x", "t"), 0, "t", "column",
+                            "scaled_score" if model.std_sde is not None else "score", model.std_sde, 0.5, None, None)
+    return wrapped
 
-    @property
-    def embed_dim(self) -> int:
-        return 1 if self.time_embedding == 0 else 2 * self.n_freqs
 
-    def time_tables(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bias [len(t), width], scale [len(t)]), float32: the first layer's time bias
-        c(t) = b0 + W0[:, dim:] phi(t) and the output scale (1 / sigma(t) or 1) at each time,
-        formed in float64 and rounded once. Time enters the first layer linearly, so the
-        kernels add c(t) instead of feeding phi(t) through the layer for every sample."""
-        t = np.asarray(t, dtype=np.float64)
-        n_in, w = self.dim + self.embed_dim, self.width
-        W0 = self.weights[: w * n_in].reshape(w, n_in).astype(np.float64)
-        b0 = self.weights[w * n_in : w * n_in + w].astype(np.float64)
-        if self.time_embedding == TIME_EMBEDDINGS["concat"]:
-            phi = t[:, None]
-        else:  # sin and cos of 2 pi t w_f, with the packed (float32) frequencies
-            proj = 2 * math.pi * t[:, None] * self.weights[-self.n_freqs :].astype(np.float64)[None, :]
-            phi = np.concatenate([np.sin(proj), np.cos(proj)], axis=1)
-        bias = b0[None, :] + phi @ W0[:, self.dim :].T
-        scale = np.ones_like(t) if self.std_sde is None else 1.0 / self.std_sde.std(t)
-        return bias.astype(np.float32), scale.astype(np.float32)
+class _ScoreMLPCore(nn.Module):
+    """ScoreMLP.forward without its argument checks and output scaling (what is traced)."""
+
+    def __init__(self, model: ScoreMLP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t):
+        return self.model.core(x, t)
 
 
 def _weights_key(model: nn.Module) -> tuple:
     """Identifies what pack reads: the configuration and, per tensor, its storage, in-place
     version, shape and dtype."""
-    config = (model.activation, model.time_embedding, model.std_sde)
+    config = tuple(sorted((k, repr(v)) for k, v in vars(model).items()
+                          if not k.startswith("_") and k not in ("training", "parity_error") and not isinstance(v, nn.Module)))
     return config, tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype)
                          for t in (*model.parameters(), *model.buffers()))
 
 
-def pack(model: nn.Module) -> PackedModel:
-    """Flatten a ``ScoreMLP`` into the float32 format of ``csrc/include/fastscore/mlp.h``.
+def pack(model: nn.Module) -> NetProgram:
+    """Lower a ``ScoreMLP`` or an imported network (``fastscore.from_torch``) to the program of
+    ``csrc/include/fastscore/net.h``.
 
     The result is cached on the module and rebuilt when a weight changes (an optimiser step,
     ``load_state_dict``, ``.to()``), so repeated calls with the same network do not repack.
     Raises TypeError for modules the kernels cannot run and ValueError for non-finite weights.
     """
-    if not isinstance(model, ScoreMLP):
+    from .fx_import import ImportedModel, lower
+
+    if not isinstance(model, (ScoreMLP, ImportedModel)):
         raise TypeError(
-            f"the fused kernels run fastscore.ScoreMLP networks; got {type(model).__name__}. "
-            "Use backend='torch' for other modules, or rebuild the network as a ScoreMLP."
+            f"the fused kernels run fastscore.ScoreMLP networks and networks imported with fastscore.from_torch; "
+            f"got {type(model).__name__}. Import it with fs.from_torch(module, dim, ...), or use backend='torch'."
         )
     key = _weights_key(model)
     cached = model.__dict__.get("_packed")
     if cached is not None and cached[0] == key:
         return cached[1]
-    packed = _pack(model)
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ValueError(f"model parameter {name!r} has non-finite values; the network cannot be run")
+    packed = lower(_as_imported(model) if isinstance(model, ScoreMLP) else model)
     model.__dict__["_packed"] = (key, packed)
     return packed
-
-
-def _pack(model: ScoreMLP) -> PackedModel:
-    parts = []
-    for i, layer in enumerate(model.layers):
-        for name, p in (("weight", layer.weight), ("bias", layer.bias)):
-            a = p.detach().to("cpu", torch.float64).numpy()
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"layer {i} {name} of the model has non-finite values; the network cannot be run")
-            parts.append(a.ravel())
-    if model.freqs is not None:
-        parts.append(model.freqs.detach().to("cpu", torch.float64).numpy().ravel())
-    std_sde = model.std_sde
-    return PackedModel(
-        weights=np.ascontiguousarray(np.concatenate(parts), dtype=np.float32),
-        dim=model.dim,
-        width=model.width,
-        depth=model.depth,
-        activation=ACTIVATIONS[model.activation],
-        time_embedding=TIME_EMBEDDINGS[model.time_embedding],
-        n_freqs=0 if model.freqs is None else int(model.freqs.shape[0]),
-        std_sde_kind=-1 if std_sde is None else std_sde.kind,
-        std_sde_params=(0.0, 0.0, 0.0) if std_sde is None else std_sde.params,
-        flops_per_eval=model.flops_per_eval(),
-        std_sde=std_sde,
-    )

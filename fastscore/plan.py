@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nn import PackedModel
+from .netprog import NetProgram
 from .program import Program, compile_program
 from .samplers import RULES, TWEEDIE, SamplerRule, tweedie_coefficients
 from .sde import SDE
@@ -195,31 +195,29 @@ class SamplePlan:
         """t_k of the sampling grid."""
         return self.T - k * ((self.T - self.eps) / self.steps)
 
-    def for_kernels(self, packed: PackedModel) -> SamplePlan:
-        check_memory(f"the time-bias table of steps={self.steps} at width {packed.width}",
-                     len(self.times) * (packed.width + 1) * 4)
+    def for_kernels(self, packed: NetProgram) -> SamplePlan:
+        check_memory(f"the network's time table of steps={self.steps} ({packed.n_texp} values per time)",
+                     len(self.times) * packed.n_texp * 4)
         return replace(self, kernel=kernel_tables(self, packed))
 
 
 @dataclass(frozen=True)
 class KernelTables:
     """What the native kernels read (csrc/include/fastscore/program.h SamplePlan): the packed
-    model, the program and the tables, float32, each value rounded once from float64."""
+    network, the step program and its coefficients (float32, rounded once from float64). The
+    network's time phase at every evaluation time (plan.times) is tabulated by each kernel."""
 
-    packed: PackedModel
+    packed: NetProgram
     ops: np.ndarray  # int32 [n_ops, OP_WIDTH]
     n_body: int
     n_slots: int
     n_registers: int
     coef: np.ndarray  # float32 [steps + 1, n_coefficients]
-    bias: np.ndarray  # float32 [len(times), width]: the first layer's time bias at each evaluation time
-    scale: np.ndarray  # float32 [len(times)]: the output scale there
 
 
-def kernel_tables(plan: SamplePlan, packed: PackedModel) -> KernelTables:
-    bias, scale = packed.time_tables(plan.times)
+def kernel_tables(plan: SamplePlan, packed: NetProgram) -> KernelTables:
     return KernelTables(packed, plan.program.ops, plan.program.n_body, plan.program.n_slots,
-                        len(plan.program.registers), plan.coef.astype(np.float32), bias, scale)
+                        len(plan.program.registers), plan.coef.astype(np.float32))
 
 
 def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, steps: int, eps: float, plan) -> np.ndarray:

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "fastscore/mlp.h"
+#include "fastscore/net.h"
 #include "fastscore/ode.h"
 #include "fastscore/program.h"
 #include "fastscore/sde.h"
@@ -14,23 +14,26 @@ namespace cpu {
 // largest data dimension the CPU kernels take (per-lane stack buffers are sized by it)
 constexpr int kMaxDim = 64;
 
+// Every entry takes the network (net.h: layout, rows, float32 parameters of n_params) and,
+// for a conditional network, cond [n, cond_dim] (float64, one row per sample; else null).
+
 // s_theta(x, t) for x [n, dim] at one time t -> out [n, dim] (the tiled forward pass alone)
-void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, float* out);
+void net_eval(const Net& net, size_t n_params, const float* x, const double* cond, int64_t n, double t, float* out);
 
 // n samples by the plan's step program from the prior at T down to eps. Sample j of the
 // output is sample index p.start + j of the random stream. out [n, dim]
-void sample(const MlpLayout& L, const float* weights, const SamplePlan& p, int64_t n, float* out);
+void sample(const Net& net, size_t n_params, const SamplePlan& p, const double* cond, int64_t n, float* out);
 
 // s_theta(x, t) [n, dim] and tr ds/dx [n] (exact, or Hutchinson's with the probes of
 // `seed`) by forward-mode tangents: the likelihood kernel's evaluation alone
-void score_trace(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, bool hutchinson,
-                 uint64_t seed, float* s, float* tr);
+void score_trace(const Net& net, size_t n_params, const float* x, const double* cond, int64_t n, double t,
+                 bool hutchinson, uint64_t seed, float* s, float* tr);
 
 // log p_eps(x) [n] in nats by the augmented probability-flow ODE (ode.h), with the exact
 // trace or Hutchinson's; nfe [n] network evaluations per sample. x [n, dim]. Returns the
 // number of samples whose rk45 solve gave up.
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
-                 const float* x, int64_t n, double* logp, int64_t* nfe);
+int64_t log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec, const float* x,
+                 const double* cond, int64_t n, double* logp, int64_t* nfe);
 
 int max_threads();
 

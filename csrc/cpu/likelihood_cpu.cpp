@@ -17,15 +17,14 @@ namespace {
 
 // Owns one thread's lane arrays (likelihood.h, OdeBuffers) for nt tangent directions.
 struct LpWorkspace {
-  LpWorkspace(const MlpLayout& L, int nt)
-      : xin(L.dim + embed_dim(L)), dirs(nt * L.dim), s(L.dim), h(L.width), z(L.width), dh(nt * tangent_stride(L)),
-        dz(nt * tangent_stride(L)), y(L.dim + 1), y1(L.dim + 1), y5(L.dim + 1), comp(1), K(kMaxStages * (L.dim + 1)),
-        phi(embed_dim(L)) {}
-  std::vector<Lanes> xin, dirs, s, h, z, dh, dz, y, y1, y5, comp, K;
-  std::vector<double> phi;
+  LpWorkspace(const NetLayout& L, int nt)
+      : arenas(L), dT((size_t)nt * L.lane_arena), dirs(nt * L.dim), s(L.dim), y(L.dim + 1), y1(L.dim + 1),
+        y5(L.dim + 1), comp(1), K(kMaxStages * (L.dim + 1)) {}
+  NetArenas arenas;
+  std::vector<Lanes> dT, dirs, s, y, y1, y5, comp, K;
   OdeBuffers<Lanes> buffers() {
-    return OdeBuffers<Lanes>{xin.data(), dirs.data(), s.data(),  TangentBuffers<Lanes>{h.data(), z.data(), dh.data(), dz.data()},
-                             y.data(),   y1.data(),   y5.data(), comp.data(), K.data(), phi.data()};
+    return OdeBuffers<Lanes>{arenas.a.data(), dT.data(), dirs.data(), s.data(), y.data(),
+                             y1.data(),       y5.data(), comp.data(), K.data(), arenas.ta.data()};
   }
 };
 
@@ -39,51 +38,53 @@ void set_directions(int D, bool hutchinson, uint64_t seed, int64_t index0, Lanes
 
 }  // namespace
 
-void score_trace(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, bool hutchinson,
-                 uint64_t seed, float* s, float* tr) {
-  const CpuWeights staged(L, weights);
-  const MlpWeights& m = staged.view;
-  const int D = L.dim, nt = hutchinson ? 1 : D;
+void score_trace(const Net& packed, size_t n_params, const float* x, const double* cond, int64_t n, double t,
+                 bool hutchinson, uint64_t seed, float* s, float* tr) {
+  const CpuNet staged(packed, n_params);
+  const Net& net = staged.net;
+  const int D = net.L.dim, nt = hutchinson ? 1 : D;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
   {
-    LpWorkspace w(L, nt);
+    LpWorkspace w(net.L, nt);
     const OdeBuffers<Lanes> b = w.buffers();
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
       load_tile(x + first * D, D, count, b.y);
+      import_cond_tile(net, cond + first * net.L.cond_dim, count, w.arenas);
       set_directions(D, hutchinson, seed, first, b.dirs);
       double ts[kTile];
       for (int l = 0; l < kTile; ++l) ts[l] = t;
       Lanes trl;
-      score_and_trace<kRows, kKMajor>(L, m, nt, ts, b.y, b.y5, &trl, b);
+      score_and_trace<kRows, kKMajor>(net, nt, ts, b.y, b.y5, &trl, b);
       store_tile(b.y5, D, count, s + first * D);
       store_tile(&trl, 1, count, tr + first);
     }
   }
 }
 
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& p, const float* x,
-                 int64_t n, double* logp, int64_t* nfe) {
-  const CpuWeights staged(L, weights);
-  const MlpWeights& m = staged.view;
-  const int D = L.dim, nt = p.hutchinson ? 1 : D;
+int64_t log_prob(const Net& packed, size_t n_params, const SdeParams& sde, const LogProbPlan& p, const float* x,
+                 const double* cond, int64_t n, double* logp, int64_t* nfe) {
+  const CpuNet staged(packed, n_params);
+  const Net& net = staged.net;
+  const int D = net.L.dim, nt = p.hutchinson ? 1 : D;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
   int64_t failed = 0;
 #pragma omp parallel reduction(+ : failed)
   {
-    LpWorkspace w(L, nt);
+    LpWorkspace w(net.L, nt);
     const OdeBuffers<Lanes> b = w.buffers();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
       load_tile(x + first * D, D, count, b.y);
+      import_cond_tile(net, cond + first * net.L.cond_dim, count, w.arenas);
       set_directions(D, p.hutchinson, p.seed, first, b.dirs);
       int64_t tile_nfe[kTile];
-      failed += integrate<kRows, kKMajor>(L, m, sde, p, nt, count, b, tile_nfe);
+      failed += integrate<kRows, kKMajor>(net, sde, p, nt, count, b, tile_nfe);
       for (int l = 0; l < count; ++l) {
         logp[first + l] = lane_log_prob(sde, D, b, l);
         nfe[first + l] = tile_nfe[l];

@@ -1,5 +1,5 @@
 // Fused samplers on the CPU: one tile of kTile samples runs its whole trajectory in SIMD
-// lanes (MLP forward + update, step after step) while OpenMP spreads tiles over cores.
+// lanes (network program + update, step after step) while OpenMP spreads tiles over cores.
 #include <omp.h>
 
 #include <vector>
@@ -13,33 +13,22 @@ namespace cpu {
 
 namespace {
 
-// Per-thread buffers, as lanes: the program's registers, two hidden layers; and the first
-// layer's time bias at the current time (mlp_eval only).
-struct Workspace {
-  Workspace(const MlpLayout& L, int n_registers)
-      : regs((size_t)n_registers * L.dim), h0(L.width), h1(L.width), c(L.width), phi(embed_dim(L)) {
-    for (int r = 0; r < n_registers; ++r) reg[r] = regs.data() + (size_t)r * L.dim;
-  }
-  std::vector<Lanes> regs, h0, h1;
-  Lanes* reg[kMaxRegisters] = {};
-  std::vector<float> c;
-  std::vector<double> phi;
-};
-
-// out = s_theta(in) with the time bias c and output scale of one time
-void forward(const MlpLayout& L, const MlpWeights& m, Workspace& w, const float* c, float scale, const Lanes* in,
-             Lanes* out) {
-  mlp_forward<kRows, kKMajor>(L, m, c, scale, in, out, w.h0.data(), w.h1.data());
+// out = s_theta(in) on the arena whose time and cond imports are set
+void forward(const Net& net, NetArenas& w, const Lanes* in, Lanes* out) {
+  const NetLayout& L = net.L;
+  for (int d = 0; d < L.dim; ++d) w.a[d] = in[d];
+  run_lanes<kRows, kKMajor>(net, w.a.data(), Tangents<Lanes>{nullptr, 0, 0});
+  for (int d = 0; d < L.dim; ++d) out[d] = w.a[L.out + d];
 }
 
-// sample_path.h's network policy: time bias and output scale from the plan's tables
+// sample_path.h's network policy: the time imports from the plan's time table
 struct TableNet {
-  const MlpLayout& L;
-  const MlpWeights& m;
+  const Net& net;
   const SamplePlan& p;
-  Workspace& w;
+  NetArenas& w;
   void operator()(int64_t row, const Lanes* in, Lanes* out) {
-    forward(L, m, w, p.bias + row * L.width, p.scale[row], in, out);
+    import_time_row(net.L, p.ttab + row * net.L.n_texp, w.a.data());
+    forward(net, w, in, out);
   }
 };
 
@@ -51,45 +40,62 @@ struct TileDraws {
   void operator()(uint32_t step, uint32_t stream, Lanes* z) const { fill_normals(seed, index0, step, stream, dim, z); }
 };
 
+// the program's registers, [dim] lanes each
+struct Registers {
+  Registers(int dim, int n) : regs((size_t)n * dim) {
+    for (int r = 0; r < n; ++r) reg[r] = regs.data() + (size_t)r * dim;
+  }
+  std::vector<Lanes> regs;
+  Lanes* reg[kMaxRegisters] = {};
+};
+
 }  // namespace
 
 int max_threads() { return omp_get_max_threads(); }
 
-void mlp_eval(const MlpLayout& L, const float* weights, const float* x, int64_t n, double t, float* out) {
-  const CpuWeights staged(L, weights);
-  const MlpWeights& m = staged.view;
+void net_eval(const Net& packed, size_t n_params, const float* x, const double* cond, int64_t n, double t, float* out) {
+  const CpuNet staged(packed, n_params);
+  const Net& net = staged.net;
+  const NetLayout& L = net.L;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
   {
-    Workspace w(L, 2);
-    time_bias<kKMajor>(L, m, t, w.phi.data(), w.c.data());
-    const float scale = (float)output_scale(L, t);
+    NetArenas w(L);
+    Registers r(L.dim, 2);
+    std::vector<float> row(L.n_texp);
+    time_table<kKMajor>(net, &t, 1, w.ta.data(), row.data());
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
-      load_tile(x + first * L.dim, L.dim, count, w.reg[0]);
-      forward(L, m, w, w.c.data(), scale, w.reg[0], w.reg[1]);
-      store_tile(w.reg[1], L.dim, count, out + first * L.dim);
+      load_tile(x + first * L.dim, L.dim, count, r.reg[0]);
+      import_cond_tile(net, cond + first * L.cond_dim, count, w);
+      import_time_row(L, row.data(), w.a.data());
+      forward(net, w, r.reg[0], r.reg[1]);
+      store_tile(r.reg[1], L.dim, count, out + first * L.dim);
     }
   }
 }
 
-void sample(const MlpLayout& L, const float* weights, const SamplePlan& p, int64_t n, float* out) {
-  const CpuWeights staged(L, weights);
-  const MlpWeights& m = staged.view;
+void sample(const Net& packed, size_t n_params, const SamplePlan& p, const double* cond, int64_t n, float* out) {
+  const CpuNet staged(packed, n_params);
+  const Net& net = staged.net;
+  const NetLayout& L = net.L;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
   {
-    Workspace w(L, p.n_registers);
-    TableNet net{L, m, p, w};
+    NetArenas w(L);
+    Registers r(L.dim, p.n_registers);
+    TableNet tn{net, p, w};
     // dynamic: the last tile is short and threads on a shared machine run at uneven speeds
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;
+      const int count = tile_count(first, n);
+      import_cond_tile(net, cond + first * L.cond_dim, count, w);
       TileDraws draws{p.seed, p.start + first, L.dim};
-      sample_path(p, L.dim, net, draws, w.reg);
-      store_tile(w.reg[0], L.dim, tile_count(first, n), out + first * L.dim);
+      sample_path(p, L.dim, tn, draws, r.reg);
+      store_tile(r.reg[0], L.dim, count, out + first * L.dim);
     }
   }
 }

@@ -1,7 +1,7 @@
 // The CPU lane type: a tile of samples held in SIMD registers as one GCC vector.
 // kTile samples per tile; a hidden layer of width w keeps w such vectors (w * kTile
 // floats, 8 KiB at w = 64) plus the weights in L1/L2, so a tile runs its whole trajectory
-// in cache. kRows is the register blocking of mlp.h's dense(): kRows accumulators of
+// in cache. kRows is the register blocking of net.h's dense(): kRows accumulators of
 // kTile lanes each must fit in the register file (AVX-512: 32 zmm, AVX2: 16 ymm).
 #pragma once
 #include <cmath>
@@ -38,23 +38,26 @@ struct LaneAccess<cpu::Lanes> {
   static void set(cpu::Lanes& v, int l, float x) { v[l] = x; }
 };
 
-// Transcendentals lane by lane through libm: only the tanh / SiLU / softplus networks
-// use them, once per hidden unit (not per multiply-add).
+// Transcendentals lane by lane through libm: only activations and layer norms use them,
+// once per hidden unit (not per multiply-add).
+#define FS_LANEWISE(name, f)                                        \
+  static V name(V x) {                                              \
+    for (int i = 0; i < cpu::kTile; ++i) x[i] = ::f(x[i]);          \
+    return x;                                                       \
+  }
 template <>
 struct LaneMath<cpu::Lanes> {
   using V = cpu::Lanes;
-  static V exp(V x) {
-    for (int i = 0; i < cpu::kTile; ++i) x[i] = ::expf(x[i]);
-    return x;
-  }
-  static V expm1(V x) {
-    for (int i = 0; i < cpu::kTile; ++i) x[i] = ::expm1f(x[i]);
-    return x;
-  }
-  static V log1p(V x) {
-    for (int i = 0; i < cpu::kTile; ++i) x[i] = ::log1pf(x[i]);
-    return x;
-  }
+  FS_LANEWISE(exp, expf)
+  FS_LANEWISE(expm1, expm1f)
+  FS_LANEWISE(log1p, log1pf)
+  FS_LANEWISE(log, logf)
+  FS_LANEWISE(sqrt, sqrtf)
+  FS_LANEWISE(tanh, tanhf)
+  FS_LANEWISE(erf, erff)
+  FS_LANEWISE(sin, sinf)
+  FS_LANEWISE(cos, cosf)
 };
+#undef FS_LANEWISE
 
 }  // namespace fastscore

@@ -5,23 +5,43 @@
 #include <vector>
 
 #include "fastscore/philox.h"
+#include "fastscore/net.h"
 #include "kernels.h"
 #include "simd.h"
 
 namespace fastscore {
 namespace cpu {
 
-// The CPU kernels' copy of the weights, made once per call: every matrix k-major (mlp.h,
-// weight_index), so a dense() step's broadcasts share one base pointer.
-struct CpuWeights {
-  CpuWeights(const MlpLayout& L, const float* packed) : buf(packed_size(L)) {
-    to_k_major(L, packed, buf.data());
-    view = mlp_weights(L, buf.data());
+// The CPU kernels' copy of a network, made once per call: every dense row's weights k-major
+// (net.h weight_index), so a dense step's broadcasts share one base pointer.
+struct CpuNet {
+  CpuNet(const Net& packed, size_t n_params) : buf(n_params) {
+    to_k_major(packed.L, packed.ops, packed.params, buf.data(), n_params);
+    net = Net{packed.L, packed.ops, buf.data()};
   }
   std::vector<float> buf;
-  MlpWeights view;
+  Net net;
 };
 constexpr bool kKMajor = true;
+
+// The network's per-thread arenas: lanes [lane_arena] and, for the double phases, time
+// [time_arena] and cond [cond_arena] scratch.
+struct NetArenas {
+  explicit NetArenas(const NetLayout& L) : a(L.lane_arena), ta(L.time_arena), ca(L.cond_arena) {}
+  std::vector<Lanes> a;
+  std::vector<double> ta, ca;
+};
+
+// The cond imports of the tile's samples: the cond phase of each real sample's condition
+// cond [count, cond_dim] (padding lanes take the first's), into a's cond region.
+inline void import_cond_tile(const Net& net, const double* cond, int count, NetArenas& w) {
+  const NetLayout& L = net.L;
+  if (L.cond_dim == 0) return;
+  for (int l = 0; l < kTile; ++l) {
+    run_cond<kKMajor>(net, cond + (int64_t)(l < count ? l : 0) * L.cond_dim, w.ca.data());
+    for (int j = 0; j < L.n_cexp; ++j) w.a[L.dim + L.n_texp + j][l] = (float)w.ca[cond_export(L) + j];
+  }
+}
 
 // number of real samples in the tile that starts at sample `first` of n
 inline int tile_count(int64_t first, int64_t n) {

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "fastscore/mlp.h"
+#include "fastscore/net.h"
 #include "fastscore/ode.h"
 #include "fastscore/program.h"
 #include "fastscore/sde.h"
@@ -18,21 +18,22 @@ namespace cuda {
 int device_count(std::string* reason);
 std::string device_name(int device);
 
-// The kernels: host weights (packed, out-major); out, x, logp, nfe are device pointers on
-// `device`; work is queued on `stream` (a cudaStream_t as an integer, 0: the legacy default).
-// sample returns once queued; log_prob waits for its stream (it reports rk45 failures).
-// sample: `plan`'s tables are host memory (they are copied to the device here).
-void sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out, int device,
-            uintptr_t stream);
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
-                 const float* x, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream);
+// The kernels: a host network (net.h: out-major params of n_params floats) and host cond
+// [n, cond_dim] float64 (or null); out, x, logp, nfe are device pointers on `device`; work is
+// queued on `stream` (a cudaStream_t as an integer, 0: the legacy default). sample returns
+// once queued; log_prob waits for its stream (it reports rk45 failures). sample: `plan`'s
+// tables are host memory (they are copied to the device here).
+void sample(const Net& net, size_t n_params, const SamplePlan& plan, const double* cond, int64_t n, float* out,
+            int device, uintptr_t stream);
+int64_t log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec, const float* x,
+                 const double* cond, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream);
 
 // The same launches with every (block, thread) body run on the CPU, in block order; host
-// pointers. stage_shared: route the weights through an emulated shared-memory copy.
-void emulate_sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out,
+// pointers. stage_shared: route the params through an emulated shared-memory copy.
+void emulate_sample(const Net& net, size_t n_params, const SamplePlan& plan, const double* cond, int64_t n, float* out,
                     bool stage_shared);
-int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
-                         const float* x, int64_t n, double* logp, int64_t* nfe, bool stage_shared);
+int64_t emulate_log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec,
+                         const float* x, const double* cond, int64_t n, double* logp, int64_t* nfe, bool stage_shared);
 
 }  // namespace cuda
 }  // namespace fastscore

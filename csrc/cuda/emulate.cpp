@@ -33,23 +33,19 @@ void run_grid(int64_t n, const std::vector<float>& weights, bool stage_shared, B
 
 }  // namespace
 
-void emulate_sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out,
+void emulate_sample(const Net& net, size_t n_params, const SamplePlan& plan, const double* cond, int64_t n, float* out,
                     bool stage_shared) {
-  const std::vector<float> w = k_major_weights(L, weights);
-  const SampleArgs a{L, plan, w.data(), n, out, stage_shared};
-  with_width(L.width, [&](auto width) {
-    run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { sample_thread<width()>(a, wt, i); });
-  });
+  const std::vector<float> w = k_major_params(net, n_params);
+  const SampleArgs a{Net{net.L, net.ops, w.data()}, n_params, plan, cond, n, out, stage_shared};
+  run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { sample_thread(a, wt, i); });
 }
 
-int64_t emulate_log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
-                         const float* x, int64_t n, double* logp, int64_t* nfe, bool stage_shared) {
-  const std::vector<float> w = k_major_weights(L, weights);
-  const LogProbArgs a{L, sde, spec, w.data(), x, n, logp, nfe, stage_shared};
+int64_t emulate_log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec,
+                         const float* x, const double* cond, int64_t n, double* logp, int64_t* nfe, bool stage_shared) {
+  const std::vector<float> w = k_major_params(net, n_params);
+  const LogProbArgs a{Net{net.L, net.ops, w.data()}, n_params, sde, spec, x, cond, n, logp, nfe, stage_shared};
   int64_t failed = 0;
-  with_width(L.width, [&](auto width) {
-    run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { failed += log_prob_thread<width()>(a, wt, i); });
-  });
+  run_grid(n, w, stage_shared, [&](const float* wt, int64_t i) { failed += log_prob_thread(a, wt, i); });
   return failed;
 }
 

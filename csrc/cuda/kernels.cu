@@ -22,33 +22,31 @@ void check(cudaError_t err, const char* what) {
 
 // The block's weights: copied once into dynamic shared memory when the launch asks for it,
 // else the global copy. Every thread of the block must call it (it synchronises).
-__device__ const float* block_weights(const MlpLayout& L, const float* global, bool stage_shared) {
+__device__ const float* block_weights(size_t n_params, const float* global, bool stage_shared) {
   extern __shared__ float shared[];
   if (!stage_shared) return global;
-  stage_weights(global, shared, packed_size(L), threadIdx.x, blockDim.x);
+  stage_weights(global, shared, n_params, threadIdx.x, blockDim.x);
   __syncthreads();
   return shared;
 }
 
-template <int W>
 __global__ void __launch_bounds__(kBlock, kMinBlocks) sample_kernel(SampleArgs a) {
-  const float* w = block_weights(a.L, a.weights, a.stage_shared);
+  const float* w = block_weights(a.n_params, a.net.params, a.stage_shared);
   const int64_t i = thread_sample(blockIdx.x, threadIdx.x, blockDim.x);
-  if (i < a.n) sample_thread<W>(a, w, i);
+  if (i < a.n) sample_thread(a, w, i);
 }
 
-template <int W>
 __global__ void __launch_bounds__(kBlock, kMinBlocks) log_prob_kernel(LogProbArgs a, unsigned long long* failed) {
-  const float* w = block_weights(a.L, a.weights, a.stage_shared);
+  const float* w = block_weights(a.n_params, a.net.params, a.stage_shared);
   const int64_t i = thread_sample(blockIdx.x, threadIdx.x, blockDim.x);
-  if (i < a.n && log_prob_thread<W>(a, w, i)) atomicAdd(failed, 1ull);
+  if (i < a.n && log_prob_thread(a, w, i)) atomicAdd(failed, 1ull);
 }
 
 // A device buffer freed in stream order when it goes out of scope.
 template <class T>
 struct StreamBuffer {
   StreamBuffer(size_t n, cudaStream_t s) : count(n), stream(s) {
-    FS_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ptr), count * sizeof(T), stream));
+    FS_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ptr), (count ? count : 1) * sizeof(T), stream));
   }
   ~StreamBuffer() { cudaFreeAsync(ptr, stream); }
   StreamBuffer(const StreamBuffer&) = delete;
@@ -62,17 +60,40 @@ struct StreamBuffer {
   cudaStream_t stream;
 };
 
-// Shared-memory bytes for the weights of L on `device` (0: too many, read from global), after
+// Shared-memory bytes for n_params floats on `device` (0: too many, read from global), after
 // allowing the kernel that much dynamic shared memory.
 template <class Kernel>
-size_t shared_bytes_for(const MlpLayout& L, int device, Kernel kernel) {
+size_t shared_bytes_for(size_t n_params, int device, Kernel kernel) {
   int optin = 0;
   FS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const size_t bytes = packed_size(L) * sizeof(float);
+  const size_t bytes = n_params * sizeof(float);
   if (bytes > (size_t)optin) return 0;
   FS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   return bytes;
 }
+
+// The network on the device: k-major params and the rows, uploaded on `stream`.
+struct DeviceNet {
+  DeviceNet(const Net& net, size_t n_params, cudaStream_t stream)
+      : params(n_params, stream), ops((size_t)net.L.n_ops * kNetOpWidth, stream) {
+    const std::vector<float> w = k_major_params(net, n_params);
+    params.upload(w.data());
+    ops.upload(net.ops);
+    view = Net{net.L, ops.ptr, params.ptr};
+  }
+  StreamBuffer<float> params;
+  StreamBuffer<int32_t> ops;
+  Net view;
+};
+
+// cond [n, cond_dim] on the device (or null)
+struct DeviceCond {
+  DeviceCond(const double* cond, int64_t n, int cond_dim, cudaStream_t stream) : buf((size_t)n * cond_dim, stream) {
+    if (cond_dim > 0) buf.upload(cond);
+  }
+  const double* ptr() const { return buf.count ? buf.ptr : nullptr; }
+  StreamBuffer<double> buf;
+};
 
 unsigned grid_for(int64_t n) { return (unsigned)((n + kBlock - 1) / kBlock); }
 
@@ -96,52 +117,42 @@ std::string device_name(int device) {
   return prop.name;
 }
 
-void sample(const MlpLayout& L, const float* weights, const SamplePlan& plan, int64_t n, float* out, int device,
-            uintptr_t stream_handle) {
+void sample(const Net& net, size_t n_params, const SamplePlan& plan, const double* cond, int64_t n, float* out,
+            int device, uintptr_t stream_handle) {
   if (n == 0) return;
   FS_CUDA_CHECK(cudaSetDevice(device));
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  const std::vector<float> w = k_major_weights(L, weights);
+  const DeviceNet dnet(net, n_params, stream);
+  const DeviceCond dcond(cond, n, net.L.cond_dim, stream);
   const size_t rows = (size_t)plan.steps * plan.n_slots + 1;
-  StreamBuffer<float> dw(w.size(), stream), coef((size_t)(plan.steps + 1) * plan.n_coefficients, stream),
-      bias(rows * L.width, stream), scale(rows, stream);
+  StreamBuffer<float> coef((size_t)(plan.steps + 1) * plan.n_coefficients, stream), ttab(rows * net.L.n_texp, stream);
   StreamBuffer<int32_t> ops((size_t)plan.n_ops * kOpWidth, stream);
-  dw.upload(w.data());
   ops.upload(plan.ops);
   coef.upload(plan.coef);
-  bias.upload(plan.bias);
-  scale.upload(plan.scale);
+  if (ttab.count) ttab.upload(plan.ttab);
   SamplePlan device_plan = plan;
   device_plan.ops = ops.ptr;
   device_plan.coef = coef.ptr;
-  device_plan.bias = bias.ptr;
-  device_plan.scale = scale.ptr;
-  with_width(L.width, [&](auto width) {
-    auto kernel = sample_kernel<width()>;
-    const size_t smem = shared_bytes_for(L, device, kernel);
-    const SampleArgs a{L, device_plan, dw.ptr, n, out, smem > 0};
-    kernel<<<grid_for(n), kBlock, smem, stream>>>(a);
-    FS_CUDA_CHECK(cudaGetLastError());
-  });
+  device_plan.ttab = ttab.ptr;
+  const size_t smem = shared_bytes_for(n_params, device, sample_kernel);
+  const SampleArgs a{dnet.view, n_params, device_plan, dcond.ptr(), n, out, smem > 0};
+  sample_kernel<<<grid_for(n), kBlock, smem, stream>>>(a);
+  FS_CUDA_CHECK(cudaGetLastError());
 }
 
-int64_t log_prob(const MlpLayout& L, const float* weights, const SdeParams& sde, const LogProbPlan& spec,
-                 const float* x, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream_handle) {
+int64_t log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec, const float* x,
+                 const double* cond, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream_handle) {
   if (n == 0) return 0;
   FS_CUDA_CHECK(cudaSetDevice(device));
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  const std::vector<float> w = k_major_weights(L, weights);
-  StreamBuffer<float> dw(w.size(), stream);
+  const DeviceNet dnet(net, n_params, stream);
+  const DeviceCond dcond(cond, n, net.L.cond_dim, stream);
   StreamBuffer<unsigned long long> failed(1, stream);
-  dw.upload(w.data());
   FS_CUDA_CHECK(cudaMemsetAsync(failed.ptr, 0, sizeof(unsigned long long), stream));
-  with_width(L.width, [&](auto width) {
-    auto kernel = log_prob_kernel<width()>;
-    const size_t smem = shared_bytes_for(L, device, kernel);
-    const LogProbArgs a{L, sde, spec, dw.ptr, x, n, logp, nfe, smem > 0};
-    kernel<<<grid_for(n), kBlock, smem, stream>>>(a, failed.ptr);
-    FS_CUDA_CHECK(cudaGetLastError());
-  });
+  const size_t smem = shared_bytes_for(n_params, device, log_prob_kernel);
+  const LogProbArgs a{dnet.view, n_params, sde, spec, x, dcond.ptr(), n, logp, nfe, smem > 0};
+  log_prob_kernel<<<grid_for(n), kBlock, smem, stream>>>(a, failed.ptr);
+  FS_CUDA_CHECK(cudaGetLastError());
   unsigned long long host_failed = 0;
   FS_CUDA_CHECK(cudaMemcpyAsync(&host_failed, failed.ptr, sizeof host_failed, cudaMemcpyDeviceToHost, stream));
   FS_CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "fastscore/likelihood.h"
-#include "fastscore/mlp.h"
+#include "fastscore/net.h"
 #include "fastscore/philox.h"
 #include "fastscore/sample_path.h"
 
@@ -18,10 +18,10 @@ namespace cuda {
 constexpr int kBlock = 128;       // threads per block (one sample each)
 constexpr int kMinBlocks = 2;     // occupancy target: 2 blocks per SM, so <= 255 registers
 constexpr int kMaxDim = 8;        // per-thread arrays are sized by these
-constexpr int kMaxWidth = 256;
-constexpr int kMaxEmbed = 64;     // 2 * Fourier frequencies
+constexpr int kMaxArena = 1024;   // lane arena (floats; the tangents take kMaxDim times that)
+constexpr int kMaxTimeArena = 512;  // time and cond arenas (doubles)
 constexpr int kRows = 4;          // dense() register blocking: 4 adjacent k-major weights
-constexpr bool kKMajor = true;    // weights as the CPU kernels hold them (mlp.h weight_index)
+constexpr bool kKMajor = true;    // weights as the CPU kernels hold them (net.h weight_index)
 
 // the sample (thread) a (block, thread) index pair works on
 FS_HD int64_t thread_sample(int block, int thread, int block_dim) { return (int64_t)block * block_dim + thread; }
@@ -34,41 +34,34 @@ FS_HD void stage_weights(const float* src, float* dst, size_t count, int thread,
 
 // A launch of the samplers: every step of every sample.
 struct SampleArgs {
-  MlpLayout L;
-  SamplePlan plan;         // program.h; its ops, coef, bias and scale are device pointers
-  const float* weights;    // packed, k-major (mlp.h to_k_major), packed_size(L) floats
+  Net net;                 // its ops and params (k-major) are device pointers
+  size_t n_params;
+  SamplePlan plan;         // program.h; its ops, coef and time table are device pointers
+  const double* cond;      // [n, cond_dim] or null
   int64_t n;
   float* out;  // [n, dim]
-  bool stage_shared;  // weights copied to shared memory (else read from global through L1)
+  bool stage_shared;  // params copied to shared memory (else read from global through L1)
 };
 
-// W > 0: the network's width is W, known at compile time, so the hidden activations are
-// register arrays; W == 0: any width <= kMaxWidth, activations in local memory.
-template <int W>
-FS_HD MlpLayout fixed_width(MlpLayout L) {
-  if (W > 0) L.width = W;
-  return L;
+// the cond imports of sample i into the lane arena a (ca: double scratch)
+FS_HD void import_cond(const Net& net, const double* cond, int64_t i, double* ca, float* a) {
+  const NetLayout& L = net.L;
+  if (L.cond_dim == 0) return;
+  run_cond<kKMajor>(net, cond + i * L.cond_dim, ca);
+  for (int j = 0; j < L.n_cexp; ++j) a[L.dim + L.n_texp + j] = (float)ca[cond_export(L) + j];
 }
 
-// out = s_theta(in, t) with time bias c. Out of line (one copy of the unrolled network per
-// kernel, not one per sampler call site), with the hidden activations as its own locals so
-// that with W > 0 they are registers.
-template <int W>
-FS_HD_OUTLINE void forward(const MlpLayout& L, const MlpWeights& m, const float* c, float scale, const float* in,
-                           float* out) {
-  constexpr int WB = W > 0 ? W : kMaxWidth;
-  float h[WB], z[WB];
-  mlp_forward<kRows, kKMajor>(fixed_width<W>(L), m, c, scale, in, out, h, z);  // W, a constant here
-}
-
-// sample_path.h's network policy: time bias and output scale from the plan's tables
-template <int W>
+// sample_path.h's network policy: the time imports from the plan's table, then the lanes
 struct TableNet {
-  const MlpLayout& L;
-  MlpWeights m;
+  const Net& net;
   const SamplePlan& p;
+  float* a;
   FS_HD void operator()(int64_t row, const float* in, float* out) const {
-    forward<W>(L, m, p.bias + row * L.width, p.scale[row], in, out);
+    const NetLayout& L = net.L;
+    import_time_row(L, p.ttab + row * L.n_texp, a);
+    for (int d = 0; d < L.dim; ++d) a[d] = in[d];
+    run_lanes<kRows, kKMajor>(net, a, Tangents<float>{nullptr, 0, 0});
+    for (int d = 0; d < L.dim; ++d) out[d] = a[L.out + d];
   }
 };
 
@@ -84,27 +77,29 @@ struct ThreadDraws {
   }
 };
 
-// Sample i of a launch; `weights` is the staged copy (shared memory) or a.weights.
-template <int W>
-FS_HD void sample_thread(const SampleArgs& a, const float* weights, int64_t i) {
-  const MlpLayout L = fixed_width<W>(a.L);
-  const int D = L.dim;
-  float regs[kMaxRegisters][kMaxDim];
+// Sample i of a launch; `params` is the staged copy (shared memory) or the global one.
+FS_HD void sample_thread(const SampleArgs& s, const float* params, int64_t i) {
+  const Net net{s.net.L, s.net.ops, params};
+  const int D = net.L.dim;
+  float regs[kMaxRegisters][kMaxDim], a[kMaxArena];
+  double ca[kMaxTimeArena];
   float* reg[kMaxRegisters];
   for (int r = 0; r < kMaxRegisters; ++r) reg[r] = regs[r];
-  const TableNet<W> net{L, mlp_weights(L, weights), a.plan};
-  const ThreadDraws draws{a.plan.seed, (uint32_t)(a.plan.start + i), D};
-  sample_path(a.plan, D, net, draws, reg);
-  for (int d = 0; d < D; ++d) a.out[i * D + d] = reg[0][d];
+  import_cond(net, s.cond, i, ca, a);
+  const TableNet tn{net, s.plan, a};
+  const ThreadDraws draws{s.plan.seed, (uint32_t)(s.plan.start + i), D};
+  sample_path(s.plan, D, tn, draws, reg);
+  for (int d = 0; d < D; ++d) s.out[i * D + d] = reg[0][d];
 }
 
 // A launch of the likelihood: every sample from eps to T.
 struct LogProbArgs {
-  MlpLayout L;
+  Net net;
+  size_t n_params;
   SdeParams sde;
   LogProbPlan spec;
-  const float* weights;  // packed, k-major
   const float* x;        // [n, dim]
+  const double* cond;    // [n, cond_dim] or null
   int64_t n;
   double* logp;  // [n]
   int64_t* nfe;  // [n]
@@ -112,25 +107,23 @@ struct LogProbArgs {
 };
 
 // log p of sample i; returns 1 if its rk45 solve gave up, else 0.
-template <int W>
-FS_HD int log_prob_thread(const LogProbArgs& a, const float* weights, int64_t i) {
-  constexpr int WB = W > 0 ? W : kMaxWidth;
-  static_assert(WB >= kMaxDim, "dh, dz hold nt * tangent_stride(L) <= kMaxDim * WB");
-  const MlpLayout L = fixed_width<W>(a.L);
-  const int D = L.dim, nt = a.spec.hutchinson ? 1 : D;
-  float xin[kMaxDim + kMaxEmbed], dirs[kMaxDim * kMaxDim], s[kMaxDim], h[WB], z[WB], dh[kMaxDim * WB],
-      dz[kMaxDim * WB], y[kMaxDim + 1], y1[kMaxDim + 1], y5[kMaxDim + 1], comp[1], K[kMaxStages * (kMaxDim + 1)];
-  double phi[kMaxEmbed];
-  const OdeBuffers<float> b{xin, dirs, s, TangentBuffers<float>{h, z, dh, dz}, y, y1, y5, comp, K, phi};
-  for (int d = 0; d < D; ++d) y[d] = a.x[i * D + d];
-  if (a.spec.hutchinson)
-    draw_rademacher<float>(a.spec.seed, (uint32_t)i, 0, D, dirs);
+FS_HD int log_prob_thread(const LogProbArgs& s, const float* params, int64_t i) {
+  const Net net{s.net.L, s.net.ops, params};
+  const int D = net.L.dim, nt = s.spec.hutchinson ? 1 : D;
+  float a[kMaxArena], dT[kMaxDim * kMaxArena], dirs[kMaxDim * kMaxDim], sc[kMaxDim], y[kMaxDim + 1], y1[kMaxDim + 1],
+      y5[kMaxDim + 1], comp[1], K[kMaxStages * (kMaxDim + 1)];
+  double ta[kMaxTimeArena];
+  const OdeBuffers<float> b{a, dT, dirs, sc, y, y1, y5, comp, K, ta};
+  import_cond(net, s.cond, i, ta, a);  // ta is free until the first time phase
+  for (int d = 0; d < D; ++d) y[d] = s.x[i * D + d];
+  if (s.spec.hutchinson)
+    draw_rademacher<float>(s.spec.seed, (uint32_t)i, 0, D, dirs);
   else
     unit_directions(D, dirs);
   int64_t nfe;
-  const int failed = integrate<kRows, kKMajor>(L, mlp_weights(L, weights), a.sde, a.spec, nt, 1, b, &nfe);
-  a.logp[i] = lane_log_prob(a.sde, D, b, 0);
-  a.nfe[i] = nfe;
+  const int failed = integrate<kRows, kKMajor>(net, s.sde, s.spec, nt, 1, b, &nfe);
+  s.logp[i] = lane_log_prob(s.sde, D, b, 0);
+  s.nfe[i] = nfe;
   return failed;
 }
 

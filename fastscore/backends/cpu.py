@@ -7,7 +7,8 @@ import torch
 
 from .. import integrators
 
-from ..nn import PackedModel, pack
+from ..netprog import NetProgram
+from ..nn import pack
 from ..plan import LOG_PROB_CODES, TRACES, LogProbPlan, SamplePlan
 from ..program import DRAW, EVAL, LIN, MAX_REGISTERS
 from ..sde import SDE
@@ -37,9 +38,9 @@ def info() -> dict:
             "detail": f"OpenMP, {b['openmp_threads']} threads, {b['isa']}, tile {b['tile']}"}
 
 
-def layout(p: PackedModel) -> tuple:
-    """The layout tuple the bindings take (csrc/bindings.cpp, LayoutTuple)."""
-    return (p.dim, p.width, p.depth, p.activation, p.time_embedding, p.n_freqs, p.std_sde_kind, p.std_sde_params)
+def net_args(p: NetProgram) -> tuple:
+    """A network program as the bindings take it (csrc/bindings.cpp NET_ARGS)."""
+    return (p.params, p.ops, p.header())
 
 
 def sde_tuple(sde: SDE) -> tuple:
@@ -49,12 +50,17 @@ def sde_tuple(sde: SDE) -> tuple:
 def program_args(plan: SamplePlan) -> tuple:
     """The step program and tables of a plan as the bindings take them (csrc/bindings.cpp)."""
     k = plan.kernel
-    return (k.ops, k.n_body, k.n_slots, k.n_registers, k.coef, k.bias, k.scale, plan.prior_std)
+    return (k.ops, k.n_body, k.n_slots, k.n_registers, k.coef, plan.times, plan.prior_std)
 
 
-def sample(model, plan: SamplePlan) -> torch.Tensor:
-    p = plan.kernel.packed
-    out = _core.sample(p.weights, layout(p), *program_args(plan), plan.n, plan.seed, plan.start)
+def cond_array(cond) -> np.ndarray | None:
+    """A checked condition [n, cond_dim] (fastscore/plan.py check_cond) as the bindings take it."""
+    return None if cond is None else cond.detach().to("cpu", torch.float64).contiguous().numpy()
+
+
+def sample(model, plan: SamplePlan, cond=None) -> torch.Tensor:
+    out = _core.sample(*net_args(plan.kernel.packed), *program_args(plan), cond_array(cond), plan.n, plan.seed,
+                       plan.start)
     return torch.from_numpy(out)
 
 
@@ -80,10 +86,10 @@ def integrator_args(method: str) -> tuple:
     return adaptive, table, controller
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    p = pack(model)
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
     xs = x.detach().to("cpu", torch.float32).contiguous().numpy()
-    logp, nfe, failed = _core.log_prob(p.weights, layout(p), sde_tuple(sde), xs, *integrator_args(plan.method),
+    logp, nfe, failed = _core.log_prob(*net_args(pack(model)), sde_tuple(sde), xs, cond_array(cond),
+                                       *integrator_args(plan.method),
                                        plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson",
                                        plan.seed)
     rk45_failure(failed, len(xs))

@@ -16,13 +16,13 @@ from ..nn import pack
 from ..plan import LogProbPlan, SamplePlan
 from ..sde import SDE
 from . import cpu
-from .cpu import _core, integrator_args, layout, program_args, rk45_failure, sde_tuple
+from .cpu import _core, cond_array, integrator_args, net_args, program_args, rk45_failure, sde_tuple
 
 # the CPU kernels' declaration (the same shared headers) within the per-thread array sizes of
 # csrc/cuda/thread_body.h
 DECLARES = cpu.DECLARES if _core is None else replace(
-    cpu.DECLARES, max_dim=_core.build_info()["cuda_max_dim"], max_width=_core.build_info()["cuda_max_width"],
-    max_embed=_core.build_info()["cuda_max_embed"])
+    cpu.DECLARES, max_dim=_core.build_info()["cuda_max_dim"], max_lane_arena=_core.build_info()["cuda_max_arena"],
+    max_time_arena=_core.build_info()["cuda_max_time_arena"])
 
 
 def info() -> dict:
@@ -44,25 +44,24 @@ def model_device(model) -> torch.device:
     return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
-def sample(model, plan: SamplePlan) -> torch.Tensor:
+def sample(model, plan: SamplePlan, cond=None) -> torch.Tensor:
     p = plan.kernel.packed
     device = model_device(model)
     out = torch.empty((plan.n, p.dim), dtype=torch.float32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream
-    _core.cuda_sample(p.weights, layout(p), *program_args(plan), plan.n, plan.seed, plan.start, out.data_ptr(),
-                      device.index, stream)
+    _core.cuda_sample(*net_args(p), *program_args(plan), cond_array(cond), plan.n, plan.seed, plan.start,
+                      out.data_ptr(), device.index, stream)
     return out
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    p = pack(model)
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
     device = x.device if x.is_cuda else model_device(model)
     xs = x.detach().to(device=device, dtype=torch.float32).contiguous()
     n = xs.shape[0]
     logp = torch.empty(n, dtype=torch.float64, device=device)
     nfe = torch.empty(n, dtype=torch.int64, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream
-    failed = _core.cuda_log_prob(p.weights, layout(p), sde_tuple(sde), xs.data_ptr(), n,
+    failed = _core.cuda_log_prob(*net_args(pack(model)), sde_tuple(sde), xs.data_ptr(), n, cond_array(cond),
                                  *integrator_args(plan.method), plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson", plan.seed,
                                  logp.data_ptr(), nfe.data_ptr(), device.index, stream)
     rk45_failure(failed, n)

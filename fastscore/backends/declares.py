@@ -18,13 +18,15 @@ class Declares:
     log_prob: frozenset  # likelihood methods
     traces: frozenset  # trace estimators of the likelihood
     max_dim: int | None = None
-    max_width: int | None = None
-    max_embed: int | None = None  # time-feature inputs of the first layer
+    max_lane_arena: int | None = None  # per-sample scratch of the network program (netprog.py)
+    max_time_arena: int | None = None  # time- and cond-phase scratch
 
     def refuses(self, name: str, task: str, method: str, packed, program=None, trace=None) -> str | None:
         """Why this backend (called `name`) does not run the request, or None."""
-        for what, value, limit in (("dim", packed.dim, self.max_dim), ("width", packed.width, self.max_width),
-                                   ("time-feature count", packed.embed_dim, self.max_embed)):
+        for what, value, limit in (("dim", packed.dim, self.max_dim),
+                                   ("a per-sample arena of", packed.lane_arena, self.max_lane_arena),
+                                   ("a time arena of", packed.time_arena, self.max_time_arena),
+                                   ("a cond arena of", packed.cond_arena, self.max_time_arena)):
             if limit is not None and value > limit:
                 return f"the model has {what} {value}; backend {name!r} declares {what} <= {limit}"
         if task == "sample":

@@ -19,6 +19,26 @@ struct LaneMath<float> {
   static FS_HD float exp(float x) { return ::expf(x); }
   static FS_HD float expm1(float x) { return ::expm1f(x); }
   static FS_HD float log1p(float x) { return ::log1pf(x); }
+  static FS_HD float log(float x) { return ::logf(x); }
+  static FS_HD float sqrt(float x) { return ::sqrtf(x); }
+  static FS_HD float tanh(float x) { return ::tanhf(x); }
+  static FS_HD float erf(float x) { return ::erff(x); }
+  static FS_HD float sin(float x) { return ::sinf(x); }
+  static FS_HD float cos(float x) { return ::cosf(x); }
+};
+
+// the time and cond phases of a network program run in double (fastscore/net.h)
+template <>
+struct LaneMath<double> {
+  static FS_HD double exp(double x) { return ::exp(x); }
+  static FS_HD double expm1(double x) { return ::expm1(x); }
+  static FS_HD double log1p(double x) { return ::log1p(x); }
+  static FS_HD double log(double x) { return ::log(x); }
+  static FS_HD double sqrt(double x) { return ::sqrt(x); }
+  static FS_HD double tanh(double x) { return ::tanh(x); }
+  static FS_HD double erf(double x) { return ::erf(x); }
+  static FS_HD double sin(double x) { return ::sin(x); }
+  static FS_HD double cos(double x) { return ::cos(x); }
 };
 
 // How many samples one lane value holds, and access to sample l of it, for the per-sample
@@ -32,6 +52,13 @@ struct LaneAccess<float> {
   static constexpr int count = 1;
   static FS_HD float get(float v, int) { return v; }
   static FS_HD void set(float& v, int, float x) { v = x; }
+};
+
+template <>
+struct LaneAccess<double> {
+  static constexpr int count = 1;
+  static FS_HD double get(double v, int) { return v; }
+  static FS_HD void set(double& v, int, double x) { v = x; }
 };
 
 // a lane value with every lane equal to c

@@ -1,7 +1,7 @@
 // The augmented probability-flow ODE y = [x, delta] integrated from eps to T for log p, over
 // a lane type V: shared by the CPU tile kernels (csrc/cpu/likelihood_cpu.cpp, V = a SIMD tile
 // of samples) and the CUDA kernels (V = one float per thread). Each lane has its own time
-// and, for rk45, its own step size; the divergence comes from forward-mode tangents (mlp.h).
+// and, for rk45, its own step size; the divergence comes from forward-mode tangents (net.h).
 // Per-lane bookkeeping (times, step sizes, done flags) goes through LaneAccess (lanes.h).
 #pragma once
 #include <cmath>
@@ -9,21 +9,20 @@
 
 #include "common.h"
 #include "lanes.h"
-#include "mlp.h"
+#include "net.h"
 #include "ode.h"
 #include "sde.h"
 
 namespace fastscore {
 
-// The lane arrays of one integration: xin [dim + E], dirs [nt * dim], s [dim], the tangent
-// buffers (mlp.h), y, y1, y5 [dim + 1], comp [1] (Kahan), K [kMaxStages * (dim + 1)] (stages);
-// phi [E] is double scratch for the time features.
+// The lane arrays of one integration: a [lane_arena] (the network's arena), dT [nt *
+// lane_arena] (its tangents), dirs [nt * dim], s [dim] (the score), y, y1, y5 [dim + 1], comp [1] (Kahan),
+// K [kMaxStages * (dim + 1)] (stages); ta [time_arena] is double scratch for the time phase.
 template <class V>
 struct OdeBuffers {
-  V *xin, *dirs, *s;
-  TangentBuffers<V> tangents;
+  V *a, *dT, *dirs, *s;
   V *y, *y1, *y5, *comp, *K;
-  double* phi;
+  double* ta;
   FS_HD V* stage(int i, int D) const { return K + i * (D + 1); }
 };
 
@@ -34,35 +33,42 @@ FS_HD void unit_directions(int D, V* dirs) {
     for (int d = 0; d < D; ++d) dirs[i * D + d] = splat<V>(i == d ? 1.0f : 0.0f);
 }
 
-// s [dim] and tr for every lane, lane l at time t[l]: the time features are first-layer
-// inputs like x (lanes may have different times), and the output scale is per lane
+// s [dim] and tr = sum_i dir_i . (ds/dx) dir_i for every lane, lane l at time t[l] (nt
+// directions: the unit vectors, the exact trace; one Rademacher probe: Hutchinson's). The
+// time phase runs once per distinct lane time (lanes share one for fixed steps); the cond
+// imports must already be in w.a. Tangents go through the same rows as the values: about
+// (1 + nt) forward passes, no autograd, no noise when exact.
 template <int J, bool KMajor, class V>
-FS_HD void score_and_trace(const MlpLayout& L, const MlpWeights& m, int nt, const double* t, const V* x, V* s, V* tr,
-                           const OdeBuffers<V>& w) {
-  const int D = L.dim, E = embed_dim(L);
-  V sc{};
-  double last = NAN, cs = 0;  // lanes usually share a time (always, for fixed steps): compute once
+FS_HD void score_and_trace(const Net& net, int nt, const double* t, const V* x, V* s, V* tr, const OdeBuffers<V>& w) {
+  const NetLayout& L = net.L;
+  const int D = L.dim, as = L.lane_arena;
+  double last = NAN;
   for (int l = 0; l < LaneAccess<V>::count; ++l) {
     if (t[l] != last) {
       last = t[l];
-      time_features(L, m, last, w.phi);
-      cs = output_scale(L, last);
+      run_time<KMajor>(net, last, w.ta);
     }
-    for (int e = 0; e < E; ++e) LaneAccess<V>::set(w.xin[D + e], l, (float)w.phi[e]);
-    LaneAccess<V>::set(sc, l, (float)cs);
+    for (int j = 0; j < L.n_texp; ++j) LaneAccess<V>::set(w.a[D + j], l, (float)w.ta[time_export(L) + j]);
   }
-  for (int d = 0; d < D; ++d) w.xin[d] = x[d];
-  mlp_forward_tangents<J, KMajor>(L, m, w.xin, sc, nt, w.dirs, s, tr, w.tangents);
+  for (int d = 0; d < D; ++d) w.a[d] = x[d];
+  for (int i = 0; i < nt; ++i)
+    for (int d = 0; d < D; ++d) w.dT[(size_t)i * as + d] = w.dirs[i * D + d];
+  run_lanes<J, KMajor>(net, w.a, Tangents<V>{w.dT, nt, as});
+  V acc{};
+  for (int i = 0; i < nt; ++i)
+    for (int d = 0; d < D; ++d) acc += w.dirs[i * D + d] * w.dT[(size_t)i * as + L.out + d];
+  *tr = acc;
+  for (int d = 0; d < D; ++d) s[d] = w.a[L.out + d];
 }
 
 // k [dim + 1] = augmented velocity at y [dim + 1], lane l at time t[l]:
 // dx/dt = f x - 1/2 g^2 s,  d delta/dt = dim f - 1/2 g^2 tr(ds/dx).
 template <int J, bool KMajor, class V>
-FS_HD_OUTLINE void velocity(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, int nt, const double* t, const V* y,
-                    V* k, const OdeBuffers<V>& w) {
-  const int D = L.dim;
+FS_HD_OUTLINE void velocity(const Net& net, const SdeParams& sde, int nt, const double* t, const V* y, V* k,
+                            const OdeBuffers<V>& w) {
+  const int D = net.L.dim;
   V tr;
-  score_and_trace<J, KMajor>(L, m, nt, t, y, w.s, &tr, w);
+  score_and_trace<J, KMajor>(net, nt, t, y, w.s, &tr, w);
   V fc{}, g2h{};
   double last = NAN, cf = 0, cg = 0;
   for (int l = 0; l < LaneAccess<V>::count; ++l) {
@@ -89,10 +95,10 @@ FS_HD void add_compensated(V& sum, V& comp, V incr) {
 
 // Fixed-step Runge–Kutta (euler, heun, rk4) from w.y at eps to T; nfe [lanes].
 template <int J, bool KMajor, class V>
-FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbPlan& p, int nt,
+FS_HD void fixed_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt,
                        const OdeBuffers<V>& w, int64_t* nfe) {
   constexpr int NL = LaneAccess<V>::count;
-  const int D = L.dim;
+  const int D = net.L.dim;
   const Tableau& tab = p.tab;
   const double h = (sde.T - p.eps) / p.steps;
   const float hf = (float)h;
@@ -106,7 +112,7 @@ FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams&
         w.y1[c] = acc;
       }
       for (int l = 0; l < NL; ++l) t[l] = t0 + tab.c[i] * h;
-      velocity<J, KMajor>(L, m, sde, nt, t, w.y1, w.stage(i, D), w);
+      velocity<J, KMajor>(net, sde, nt, t, w.y1, w.stage(i, D), w);
     }
     for (int c = 0; c <= D; ++c) {
       V incr{};
@@ -124,12 +130,12 @@ FS_HD void fixed_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams&
 // idle until every lane is done; lanes >= count (padding) start done. nfe [lanes]. Returns
 // the number of lanes that gave up (too many attempts).
 template <int J, bool KMajor, class V>
-FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbPlan& p, int nt,
+FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt,
                          int count, const OdeBuffers<V>& w, int64_t* nfe) {
   const Tableau& DP = p.tab;
   const int S = DP.stages;  // the last stage is the derivative at the new point (FSAL)
   constexpr int NL = LaneAccess<V>::count;
-  const int D = L.dim, C = D + 1;
+  const int D = net.L.dim, C = D + 1;
   double t[NL], h[NL], ts[NL];
   bool done[NL];
   int failed = 0;
@@ -139,7 +145,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
     done[l] = l >= count;
     nfe[l] = 1;
   }
-  velocity<J, KMajor>(L, m, sde, nt, t, w.y, w.stage(0, D), w);
+  velocity<J, KMajor>(net, sde, nt, t, w.y, w.stage(0, D), w);
   for (int attempt = 0;; ++attempt) {
     bool all_done = true;
     for (int l = 0; l < NL; ++l) all_done = all_done && done[l];
@@ -157,7 +163,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
         w.y1[c] = w.y[c] + hv * acc;
       }
       for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + DP.c[i] * h[l];
-      velocity<J, KMajor>(L, m, sde, nt, ts, w.y1, w.stage(i, D), w);
+      velocity<J, KMajor>(net, sde, nt, ts, w.y1, w.stage(i, D), w);
     }
     V incr_delta{};
     for (int c = 0; c < C; ++c) {
@@ -167,7 +173,7 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
       w.y5[c] = w.y[c] + hv * acc;
     }
     for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + h[l];
-    velocity<J, KMajor>(L, m, sde, nt, ts, w.y5, w.stage(S - 1, D), w);
+    velocity<J, KMajor>(net, sde, nt, ts, w.y5, w.stage(S - 1, D), w);
     // error norm and control, lane by lane
     V err_sq{};
     for (int c = 0; c < C; ++c) {
@@ -216,12 +222,12 @@ FS_HD int adaptive_steps(const MlpLayout& L, const MlpWeights& m, const SdeParam
 // directions in w.dirs) to T; log p of lane l is then lane_log_prob(sde, D, w, l). Returns the
 // number of lanes that gave up (rk45).
 template <int J, bool KMajor, class V>
-FS_HD int integrate(const MlpLayout& L, const MlpWeights& m, const SdeParams& sde, const LogProbPlan& p, int nt,
+FS_HD int integrate(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt,
                     int count, const OdeBuffers<V>& w, int64_t* nfe) {
-  w.y[L.dim] = V{};
+  w.y[net.L.dim] = V{};
   w.comp[0] = V{};
-  if (p.adaptive) return adaptive_steps<J, KMajor>(L, m, sde, p, nt, count, w, nfe);
-  fixed_steps<J, KMajor>(L, m, sde, p, nt, w, nfe);
+  if (p.adaptive) return adaptive_steps<J, KMajor>(net, sde, p, nt, count, w, nfe);
+  fixed_steps<J, KMajor>(net, sde, p, nt, w, nfe);
   return 0;
 }
 

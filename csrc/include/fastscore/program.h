@@ -23,8 +23,7 @@ struct SamplePlan {
   const int32_t* ops;  // [n_ops, kOpWidth]: rows [0, n_body) every step, then the final program
   int n_ops, n_body, n_slots, n_registers, n_coefficients, steps;
   const float* coef;   // [steps + 1, n_coefficients]: row k for step k, row steps for the final program
-  const float* bias;   // [steps * n_slots + 1, width]: the first layer's time bias per evaluation row
-  const float* scale;  // [steps * n_slots + 1]: the output scale per evaluation row
+  const float* ttab;   // [steps * n_slots + 1, n_texp]: the network's time phase per evaluation row (net.h)
   float prior_std;
   uint64_t seed;
   int64_t start;       // stream index of the first sample

@@ -3,7 +3,7 @@
 // and the CUDA kernels (V = one float per thread, csrc/cuda/). What differs between them comes
 // in as two policies:
 //   net(row, in, out)           out [dim] = s_theta(in) at evaluation row `row` of the plan's
-//                               tables (time bias and output scale);
+//                               time table (net.h);
 //   draws(step, stream, z)      z [dim] = the sample's normals at (step, stream) (philox.h).
 #pragma once
 #include <cstdint>
