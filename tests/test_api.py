@@ -134,6 +134,9 @@ def test_cpu_backend_rejects_what_its_kernels_cannot_run():
 LOG_PROB_BAD = [
     (dict(steps=0), ValueError, "steps must be >= 1"),
     (dict(steps=2.5), TypeError, "steps must be an int"),
+    # found by the long fuzz: 2**64 fixed steps were accepted and the reference looped for ever
+    (dict(steps=2**64), ValueError, r"steps must be <= 2147483647"),
+    (dict(steps=2**31), ValueError, r"steps must be <= 2147483647"),
     (dict(method="rk2"), ValueError, "unknown method 'rk2'"),
     (dict(method="em"), ValueError, "unknown method 'em'"),
     (dict(backend="jax"), ValueError, "unknown backend 'jax'"),
