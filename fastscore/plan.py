@@ -236,9 +236,10 @@ def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, steps: int
         for name, value in values.items():
             if name in program.coefficients:
                 table[where, program.coefficients.index(name)] = value
-    if not np.all(np.isfinite(table)):
-        raise ValueError(f"sampler {rule.name!r}: non-finite coefficients for this SDE and grid (steps={steps}, "
-                         f"eps={eps}); use more steps or a larger eps")
+    # the kernels read them in float32: a coefficient beyond its range would arrive as inf
+    if not np.all(np.isfinite(table)) or np.abs(table).max(initial=0.0) > np.finfo(np.float32).max:
+        raise ValueError(f"sampler {rule.name!r}: coefficients not finite in float32 for this SDE, grid and options "
+                         f"(steps={steps}, eps={eps}, snr={plan.snr}); use more steps, a larger eps or a smaller snr")
     return table
 
 

@@ -55,6 +55,8 @@ SAMPLE_BAD = [
     (dict(snr=0.0), ValueError, "snr must be a finite number > 0"),
     (dict(snr=-0.16), ValueError, "snr must be a finite number > 0"),
     (dict(snr=INF), ValueError, "snr must be a finite number > 0"),
+    # found by the long fuzz: a finite snr whose Langevin coefficients overflow float32
+    (dict(snr=5.6e20), ValueError, "coefficients not finite in float32"),
     (dict(corrector_steps=-1), ValueError, "corrector_steps must be >= 0"),
     (dict(corrector_steps=1.0), TypeError, "corrector_steps must be an int"),
     (dict(start=-1), ValueError, "start must be >= 0"),
