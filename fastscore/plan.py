@@ -37,7 +37,7 @@ LOG_PROB_CODES = {m: i for i, m in enumerate(LOG_PROB_METHODS)}
 TRACES = ("exact", "hutchinson")
 MAX_INDEX = 2**32  # sample and step indices address 32-bit Philox counter words
 MAX_CORRECTOR_STEPS = 2**16  # corrector sweep j draws from stream STREAM_CORRECTOR + j
-MAX_LOG_PROB_STEPS = 2**31 - 1  # the native likelihood kernels count steps in a C int
+MAX_COUNT = 2**31 - 1  # step counts and batch sizes: far beyond any run, inside a C int (native kernels, tqdm)
 
 
 def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
@@ -310,7 +310,7 @@ def make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed) 
     return LogProbPlan(
         method=check_choice("method", method, LOG_PROB_METHODS),
         dim=dim,
-        steps=check_int("steps", steps, 1, MAX_LOG_PROB_STEPS),
+        steps=check_int("steps", steps, 1, MAX_COUNT),
         eps=check_eps(eps, sde),
         T=sde.T,
         rtol=check_tolerance("rtol", rtol),
