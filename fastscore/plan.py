@@ -37,6 +37,7 @@ LOG_PROB_CODES = {m: i for i, m in enumerate(LOG_PROB_METHODS)}
 TRACES = ("exact", "hutchinson")
 MAX_INDEX = 2**32  # sample and step indices address 32-bit Philox counter words
 MAX_CORRECTOR_STEPS = 2**16  # corrector sweep j draws from stream STREAM_CORRECTOR + j
+MAX_COUNT = 2**31 - 1  # step counts and batch sizes: far beyond any run, inside a C int (native kernels, tqdm)
 
 
 def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
@@ -233,9 +234,10 @@ def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, steps: int
         for name, value in values.items():
             if name in program.coefficients:
                 table[where, program.coefficients.index(name)] = value
-    if not np.all(np.isfinite(table)):
-        raise ValueError(f"sampler {rule.name!r}: non-finite coefficients for this SDE and grid (steps={steps}, "
-                         f"eps={eps}); use more steps or a larger eps")
+    # the kernels read them in float32: a coefficient beyond its range would arrive as inf
+    if not np.all(np.isfinite(table)) or np.abs(table).max(initial=0.0) > np.finfo(np.float32).max:
+        raise ValueError(f"sampler {rule.name!r}: coefficients not finite in float32 for this SDE, grid and options "
+                         f"(steps={steps}, eps={eps}, snr={plan.snr}); use more steps, a larger eps or a smaller snr")
     return table
 
 
@@ -306,7 +308,7 @@ def make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed) 
     return LogProbPlan(
         method=check_choice("method", method, LOG_PROB_METHODS),
         dim=dim,
-        steps=check_int("steps", steps, 1),
+        steps=check_int("steps", steps, 1, MAX_COUNT),
         eps=check_eps(eps, sde),
         T=sde.T,
         rtol=check_tolerance("rtol", rtol),

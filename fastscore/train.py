@@ -15,13 +15,12 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .plan import (check_choice, check_eps, check_int, check_memory, check_points, check_positive, check_sde,
+from .plan import (MAX_COUNT, check_choice, check_eps, check_int, check_memory, check_points, check_positive, check_sde,
                    check_seed, model_dim)
 from .sde import SDE
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
 MAX_LR = 10.0  # larger Adam steps only diverge (and overflow float32 inside the optimiser)
-MAX_STEPS = 2**31 - 1  # steps and batch sizes: far beyond any run, inside every counter's range
 BATCH_COPIES = 8  # a training step holds about this many [batch, dim] tensors (data, noise, x_t, targets, grads)
 
 
@@ -57,8 +56,8 @@ def train(
     data = check_points(data, dim)
     if data.shape[0] == 0:
         raise ValueError("data is empty: need at least one point [N >= 1, dim]")
-    steps = check_int("steps", steps, 1, MAX_STEPS)
-    batch_size = check_int("batch_size", batch_size, 1, MAX_STEPS)
+    steps = check_int("steps", steps, 1, MAX_COUNT)
+    batch_size = check_int("batch_size", batch_size, 1, MAX_COUNT)
     check_memory(f"a batch of {batch_size} points of dim {dim}", BATCH_COPIES * batch_size * dim * 8)
     lr = check_positive("lr", lr)
     if lr > MAX_LR:

@@ -55,6 +55,8 @@ SAMPLE_BAD = [
     (dict(snr=0.0), ValueError, "snr must be a finite number > 0"),
     (dict(snr=-0.16), ValueError, "snr must be a finite number > 0"),
     (dict(snr=INF), ValueError, "snr must be a finite number > 0"),
+    # found by the long fuzz: a finite snr whose Langevin coefficients overflow float32
+    (dict(snr=5.6e20), ValueError, "coefficients not finite in float32"),
     (dict(corrector_steps=-1), ValueError, "corrector_steps must be >= 0"),
     (dict(corrector_steps=1.0), TypeError, "corrector_steps must be an int"),
     (dict(start=-1), ValueError, "start must be >= 0"),
@@ -134,6 +136,9 @@ def test_cpu_backend_rejects_what_its_kernels_cannot_run():
 LOG_PROB_BAD = [
     (dict(steps=0), ValueError, "steps must be >= 1"),
     (dict(steps=2.5), TypeError, "steps must be an int"),
+    # found by the long fuzz: 2**64 fixed steps were accepted and the reference looped for ever
+    (dict(steps=2**64), ValueError, r"steps must be <= 2147483647"),
+    (dict(steps=2**31), ValueError, r"steps must be <= 2147483647"),
     (dict(method="rk2"), ValueError, "unknown method 'rk2'"),
     (dict(method="em"), ValueError, "unknown method 'em'"),
     (dict(backend="jax"), ValueError, "unknown backend 'jax'"),
