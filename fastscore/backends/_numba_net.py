@@ -1,8 +1,11 @@
 """Network programs (fastscore/netprog.py) interpreted by Numba: the fallback's copy of
 csrc/include/fastscore/net.h. The time and cond phases run in float64 on one value per slot
 (``run_scalar``); the lane phase in float32 on [arena, LANES] tiles with optional forward-mode
-tangents dT [nt, arena, LANES] (``run_lanes``). Rows are validated before any kernel runs
-(numba_backend._check_net), so these loops index without checks."""
+tangents dT [nt, arena, LANES] (``run_lanes``; elementwise functions are evaluated in float64
+and rounded once). A network reaches the kernels as the tuple ``net = (ops, params, L, sp)``:
+L the int64 layout (the indices below, NetProgram.header's order) and sp the float64
+parameters of the network's own SDE. Rows are validated before any kernel runs
+(numba_backend.check_net), so these loops index without checks."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
+from . import _numba_sde as sde_fn
 from ..netprog import (BINARY, BINARY_FUNCTIONS, COPY, DENSE, INIT_ARENA, INIT_PARAM, MODE_PARAM_SCALAR,
                        MODE_PARAM_VECTOR, MODE_SCALAR, MODE_VECTOR, NORM, SDE_FUNCTIONS, SDE_OP, UNARY,
                        UNARY_FUNCTIONS)
@@ -24,14 +28,16 @@ SIN, COS, EXP, LOG, SQRT, NEG, RECIPROCAL, SQUARE = (
     U["sin"], U["cos"], U["exp"], U["log"], U["sqrt"], U["neg"], U["reciprocal"], U["square"])
 ADD, SUB, MUL, DIV = (BINARY_FUNCTIONS[k] for k in ("add", "sub", "mul", "div"))
 SDE_T, SDE_SIGMA = SDE_FUNCTIONS["t"], SDE_FUNCTIONS["sigma"]
+# layout indices of L (NetProgram.header)
+DIM, COND_DIM, N_TIME_OPS, N_COND_OPS, TIME_ARENA, COND_ARENA, LANE_ARENA, N_TEXP, N_CEXP, OUT, SDE_KIND = range(11)
 TANGENT_A, TANGENT_B, TANGENT_DST = 1, 2, 4
 _K = math.sqrt(2.0 / math.pi)
 
 
 @njit(**_JIT)
 def unary(fn, p, x):
-    """(f(x), f'(x)) for one value (float32 or float64 as x); p: f's parameters."""
-    one = x * 0 + 1
+    """(f(x), f'(x)) for one float64 value; p: f's parameters."""
+    one = 1.0
     if fn == RELU:
         return (x, one) if x > 0 else (x * 0, x * 0)
     if fn == LEAKY:
@@ -80,7 +86,7 @@ def unary(fn, p, x):
         return r, -r * r
     if fn == SQUARE:
         return x * x, 2 * x
-    return x * np.nan, x * np.nan
+    return np.nan, np.nan
 
 
 @njit(**_JIT)
@@ -107,9 +113,9 @@ def operand(arena, params, mode, off, j):
 
 
 @njit(**_JIT)
-def run_scalar(ops, params, first, last, t, a, sde_value):
-    """Rows [first, last) on a float64 arena a (the time phase at t, or the cond phase);
-    sde_value(fn, t) gives t, sigma(t), alpha(t) of the program's SDE. Out-major weights."""
+def run_scalar(ops, params, first, last, t, a, kind, sp):
+    """Rows [first, last) on a float64 arena a (the time phase at t, or the cond phase); SDE
+    rows read t, sigma(t) or alpha(t) of the network's SDE (kind, sp = (p0, p1, T))."""
     for i in range(first, last):
         op = ops[i]
         code, dst, n = op[0], op[1], op[4]
@@ -125,7 +131,7 @@ def run_scalar(ops, params, first, last, t, a, sde_value):
                     acc += np.float64(params[w + j * n_in + k]) * a[op[2] + k]
                 a[dst + j] = acc
         elif code == UNARY:
-            p = params[op[6]:].astype(np.float64)
+            p = params[op[6]:op[6] + 2].astype(np.float64)
             for j in range(n):
                 a[dst + j] = unary(op[5], p, a[op[2] + j])[0]
         elif code == BINARY:
@@ -134,12 +140,21 @@ def run_scalar(ops, params, first, last, t, a, sde_value):
         elif code == NORM:
             _norm_scalar(a, params, op, n)
         elif code == SDE_OP:
-            a[dst] = sde_value(op[5], t)
+            a[dst] = _sde_value(op[5], t, kind, sp)
         elif code == COPY:
             for j in range(n):
                 a[dst + j] = a[op[2] + j]
         else:
             raise ValueError("network program: unknown opcode")
+
+
+@njit(**_JIT)
+def _sde_value(fn, t, kind, sp):
+    if fn == SDE_T:
+        return t
+    if fn == SDE_SIGMA:
+        return sde_fn.marginal_std(kind, sp[0], sp[1], sp[2], t)
+    return sde_fn.mean_coeff(kind, sp[0], sp[1], sp[2], t)
 
 
 @njit(**_JIT)
@@ -161,9 +176,9 @@ def _norm_scalar(a, params, op, n):
 
 
 @njit(**_JIT)
-def run_lanes(ops, params_k, first, last, a, dT, nt):
-    """The lane phase on a float32 tile a [arena, LANES]; k-major weights params_k. With nt > 0,
-    rows whose result carries tangents propagate dT [nt, arena, LANES] (net.h run_net)."""
+def run_lanes(ops, params, first, last, a, dT, nt):
+    """The lane phase on a float32 tile a [arena, LANES] (weights out-major, as packed). With
+    nt > 0, rows whose result carries tangents propagate dT [nt, arena, LANES] (net.h run_net)."""
     lanes = a.shape[1]
     for i in range(first, last):
         op = ops[i]
@@ -172,52 +187,40 @@ def run_lanes(ops, params_k, first, last, a, dT, nt):
         ta = (tan & TANGENT_A) != 0
         tb = (tan & TANGENT_B) != 0
         if code == DENSE:
-            n_in, w = op[5], op[6]
+            n_in, w, init = op[5], op[6], op[7]
             for j in range(n):
-                for lane in range(lanes):
-                    if op[7] == INIT_PARAM:
-                        a[dst + j, lane] = params_k[op[3] + j]
-                    elif op[7] == INIT_ARENA:
-                        a[dst + j, lane] = a[op[3] + j, lane]
-                    else:
-                        a[dst + j, lane] = 0
-            for k in range(n_in):
-                for j in range(n):
-                    wjk = params_k[w + k * n + j]
-                    for lane in range(lanes):
-                        a[dst + j, lane] += wjk * a[op[2] + k, lane]
+                _dense_row(a, a, params, w + j * n_in, n_in, op[2], dst + j, init, op[3] + j, lanes)
             if do_t:
                 for d in range(nt):
+                    dd = dT[d]
                     for j in range(n):
-                        for lane in range(lanes):
-                            dT[d, dst + j, lane] = dT[d, op[3] + j, lane] if (op[7] == INIT_ARENA and tb) else 0
-                    if ta:
-                        for k in range(n_in):
-                            for j in range(n):
-                                wjk = params_k[w + k * n + j]
-                                for lane in range(lanes):
-                                    dT[d, dst + j, lane] += wjk * dT[d, op[2] + k, lane]
+                        if ta:
+                            _dense_row(dd, dd, params, w + j * n_in, n_in, op[2], dst + j,
+                                       INIT_ARENA if (init == INIT_ARENA and tb) else -1, op[3] + j, lanes)
+                        else:
+                            for lane in range(lanes):
+                                dd[dst + j, lane] = dd[op[3] + j, lane] if (init == INIT_ARENA and tb) else 0
         elif code == UNARY:
-            p = params_k[op[6]:]
+            p = params[op[6]:op[6] + 2].astype(np.float64)
             for j in range(n):
                 for lane in range(lanes):
-                    f, s = unary(op[5], p, a[op[2] + j, lane])
-                    a[dst + j, lane] = f
+                    f, s = unary(op[5], p, np.float64(a[op[2] + j, lane]))
+                    a[dst + j, lane] = np.float32(f)
                     if do_t:
                         for d in range(nt):
-                            dT[d, dst + j, lane] = s * dT[d, op[2] + j, lane] if ta else 0
+                            dT[d, dst + j, lane] = np.float32(s) * dT[d, op[2] + j, lane] if ta else 0
         elif code == BINARY:
             fn, ma, mb = op[5], op[6], op[7]
             for j in range(n):
                 for lane in range(lanes):
-                    x = _lane_operand(a, params_k, ma, op[2], j, lane)
-                    y = _lane_operand(a, params_k, mb, op[3], j, lane)
+                    x = _lane_operand(a, params, ma, op[2], j, lane)
+                    y = _lane_operand(a, params, mb, op[3], j, lane)
                     r = binary(fn, x, y)
                     a[dst + j, lane] = r
                     if do_t:
                         for d in range(nt):
-                            dx = _lane_operand(dT[d], params_k, ma, op[2], j, lane) if ta else np.float32(0)
-                            dy = _lane_operand(dT[d], params_k, mb, op[3], j, lane) if tb else np.float32(0)
+                            dx = _lane_operand(dT[d], params, ma, op[2], j, lane) if ta else np.float32(0)
+                            dy = _lane_operand(dT[d], params, mb, op[3], j, lane) if tb else np.float32(0)
                             if fn == ADD:
                                 dr = dx + dy
                             elif fn == SUB:
@@ -228,7 +231,7 @@ def run_lanes(ops, params_k, first, last, a, dT, nt):
                                 dr = (dx - r * dy) / y
                             dT[d, dst + j, lane] = dr
         elif code == NORM:
-            _norm_lanes(a, dT, params_k, op, n, nt if do_t else 0)
+            _norm_lanes(a, dT, params, op, n, nt if do_t else 0)
         elif code == COPY:
             for j in range(n):
                 for lane in range(lanes):
@@ -238,6 +241,26 @@ def run_lanes(ops, params_k, first, last, a, dT, nt):
                             dT[d, dst + j, lane] = dT[d, op[2] + j, lane] if ta else 0
         else:
             raise ValueError("network program: unknown lane opcode")
+
+
+@njit(**_JIT)
+def _dense_row(src, out, params, w, n_in, s0, j, init, b, lanes):
+    """out[j, :] = init + sum_k W[k] src[s0 + k, :] for one output row, in float32, k in order
+    (init: INIT_PARAM params[b], INIT_ARENA out[b, :], else 0)."""
+    acc = np.empty(lanes, dtype=np.float32)
+    for lane in range(lanes):
+        if init == INIT_PARAM:
+            acc[lane] = params[b]
+        elif init == INIT_ARENA:
+            acc[lane] = out[b, lane]
+        else:
+            acc[lane] = 0
+    for k in range(n_in):
+        wk = params[w + k]
+        for lane in range(lanes):
+            acc[lane] += wk * src[s0 + k, lane]
+    for lane in range(lanes):
+        out[j, lane] = acc[lane]
 
 
 @njit(**_JIT)
@@ -280,3 +303,64 @@ def _norm_lanes(a, dT, params, op, n, nt):
             g = params[op[5] + j] if op[5] >= 0 else np.float32(1)
             b = params[op[6] + j] if op[6] >= 0 else np.float32(0)
             a[dst + j, lane] = a[dst + j, lane] * g + b
+
+
+# -- phases (net.h run_time, run_cond, run_lanes) ---------------------------------------
+
+
+@njit(**_JIT)
+def run_time(net, t, ta):
+    """The time phase at t on the float64 arena ta [time_arena]; exports at time_export(L)."""
+    ops, params, L, sp = net
+    run_scalar(ops, params, 0, L[N_TIME_OPS], t, ta, L[SDE_KIND], sp)
+
+
+@njit(**_JIT)
+def time_export(L):
+    return L[TIME_ARENA] - L[N_TEXP]
+
+
+@njit(**_JIT)
+def time_table(net, times):
+    """[rows, n_texp] float32: the time phase's exports at each of times, rounded once."""
+    L = net[2]
+    out = np.empty((times.shape[0], L[N_TEXP]), dtype=np.float32)
+    ta = np.zeros(max(L[TIME_ARENA], 1))
+    e = time_export(L)
+    for r in range(times.shape[0]):
+        run_time(net, times[r], ta)
+        for j in range(L[N_TEXP]):
+            out[r, j] = np.float32(ta[e + j])
+    return out
+
+
+@njit(**_JIT)
+def import_cond(net, c, ca, a, lane):
+    """The cond phase on one sample's condition c [cond_dim] (float64 scratch ca [cond_arena]);
+    its exports, rounded once, into the lane arena's cond imports of `lane`."""
+    ops, params, L, sp = net
+    for j in range(L[COND_DIM]):
+        ca[j] = c[j]
+    run_scalar(ops, params, L[N_TIME_OPS], L[N_TIME_OPS] + L[N_COND_OPS], 0.0, ca, L[SDE_KIND], sp)
+    e = L[COND_ARENA] - L[N_CEXP]
+    for j in range(L[N_CEXP]):
+        a[L[DIM] + L[N_TEXP] + j, lane] = np.float32(ca[e + j])
+
+
+@njit(**_JIT)
+def import_conds(net, cond, first, count, a):
+    """Cond imports of samples first .. first + count - 1 (cond [n, cond_dim]) into tile a."""
+    L = net[2]
+    if L[COND_DIM] == 0 and L[N_CEXP] == 0:
+        return
+    ca = np.zeros(max(L[COND_ARENA], 1))
+    for lane in range(count):
+        import_cond(net, cond[first + lane], ca, a, lane)
+
+
+@njit(**_JIT)
+def run_lane_phase(net, a, dT, nt):
+    """The lane phase on tile a [lane_arena, LANES] (x and the imports in place); the score is
+    then at rows L[OUT] .. L[OUT] + dim."""
+    ops, params, L, sp = net
+    run_lanes(ops, params, L[N_TIME_OPS] + L[N_COND_OPS], ops.shape[0], a, dT, nt)

@@ -12,8 +12,10 @@ import threading
 import numpy as np
 import torch
 
-from ..nn import ACTIVATIONS, TIME_EMBEDDINGS, pack
-from ..netprog import NetProgram as PackedModel  # WIP: the numba interpreter of network programs is not written yet
+from ..netprog import (BINARY, BINARY_FUNCTIONS, COPY, DENSE, INIT_ARENA, INIT_NONE, INIT_PARAM,
+                       MODE_PARAM_SCALAR, MODE_SCALAR, NET_OP_WIDTH, NORM, SDE_FUNCTIONS, SDE_OP, UNARY,
+                       UNARY_FUNCTIONS, UNARY_PARAMETERS, NetProgram)
+from ..nn import pack
 from ..plan import LOG_PROB_CODES, TRACES, LogProbPlan, SamplePlan
 from ..program import DRAW, EVAL, LIN, MAX_REGISTERS, MAX_TERMS, OP_WIDTH
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -63,19 +65,90 @@ def _k():
     return _kernels
 
 
-def _check_model(p: PackedModel) -> None:
-    """The layout codes of a packed model are ones the kernels know (else ValueError)."""
-    for what, code, known in (("activation", p.activation, ACTIVATIONS.values()),
-                              ("time-embedding", p.time_embedding, TIME_EMBEDDINGS.values()),
-                              ("std_sde kind", p.std_sde_kind, {-1, *SDE_KINDS})):
-        if code not in known:
-            raise ValueError(f"backend 'numba': unknown {what} code {code!r} in the packed model "
-                             f"(known: {sorted(known)})")
+_UNARY_PARAMETERS = {UNARY_FUNCTIONS[name]: k for name, k in UNARY_PARAMETERS.items()}
 
 
-def _check_sde(sde: SDE) -> None:
-    if sde.kind not in SDE_KINDS:
-        raise ValueError(f"backend 'numba': unknown SDE kind {sde.kind!r} (known: {sorted(SDE_KINDS)})")
+def check_net(p: NetProgram) -> None:
+    """Every row of a network program stays inside its phase's arena and the parameter buffer
+    (the checks csrc/bindings.cpp to_net makes), so the interpreter can index without checks."""
+    ops, n_params = p.ops, p.params.size
+
+    def bad(why: str):
+        return ValueError(f"backend 'numba': invalid network program: {why}")
+
+    if ops.ndim != 2 or ops.shape[1] != NET_OP_WIDTH or ops.dtype != np.int32 or len(ops) == 0:
+        raise bad(f"ops must be int32 [n_ops >= 1, {NET_OP_WIDTH}], got {ops.dtype} {ops.shape}")
+    if p.params.dtype != np.float32 or not np.all(np.isfinite(p.params)):
+        raise bad("params must be finite float32")
+    if p.dim < 1 or p.cond_dim < 0 or p.n_time_ops < 0 or p.n_cond_ops < 0 or p.n_time_ops + p.n_cond_ops > len(ops):
+        raise bad("dim, cond_dim or phase sizes out of range")
+    if not (0 <= p.n_texp <= p.time_arena and 0 <= p.n_cexp and p.cond_dim + p.n_cexp <= p.cond_arena
+            and p.dim + p.n_texp + p.n_cexp <= p.lane_arena and 0 <= p.out and p.out + p.dim <= p.lane_arena):
+        raise bad("arena layout out of range")
+    if p.sde_kind != -1:
+        _check_sde_kind(p.sde_kind)
+    inside = lambda off, n, size: off >= 0 and n >= 0 and off + n <= size
+    for i, op in enumerate(ops.tolist()):
+        code, dst, a, b, n, p0, p1, p2, tangent = op
+        time, lane = i < p.n_time_ops, i >= p.n_time_ops + p.n_cond_ops
+        arena = p.time_arena if time else p.lane_arena if lane else p.cond_arena
+        at = f"row {i}: "
+        if n < 1 or not inside(dst, n, arena):
+            raise bad(at + "destination out of its arena")
+        if not 0 <= tangent <= 7 or (tangent and not lane):
+            raise bad(at + "tangent flags out of range")
+        if code == DENSE:
+            ok = (p0 >= 1 and inside(a, p0, arena) and (a + p0 <= dst or dst + n <= a) and inside(p1, n * p0, n_params)
+                  and (p2 == INIT_NONE or (p2 == INIT_PARAM and inside(b, n, n_params))
+                       or (p2 == INIT_ARENA and inside(b, n, arena)))
+                  and (not tangent & 2 or p2 == INIT_ARENA))
+        elif code == UNARY:
+            ok = 0 <= p0 < len(UNARY_FUNCTIONS) and inside(a, n, arena) and inside(p1, _UNARY_PARAMETERS.get(p0, 0), n_params)
+        elif code == BINARY:
+            ok = p0 in BINARY_FUNCTIONS.values()
+            for s, (mode, off) in enumerate(((p1, a), (p2, b))):
+                length = 1 if mode in (MODE_SCALAR, MODE_PARAM_SCALAR) else n
+                in_arena = mode <= MODE_SCALAR
+                ok = ok and 0 <= mode <= MODE_PARAM_SCALAR and inside(off, length, arena if in_arena else n_params)
+                ok = ok and (not tangent & (1 << s) or in_arena)
+        elif code == NORM:
+            ok = (inside(a, n, arena) and inside(b, 1, n_params) and (p0 == -1 or inside(p0, n, n_params))
+                  and (p1 == -1 or inside(p1, n, n_params)))
+        elif code == SDE_OP:
+            ok = time and n == 1 and p0 in SDE_FUNCTIONS.values() and (p0 == SDE_FUNCTIONS["t"] or p.sde_kind >= 0)
+        elif code == COPY:
+            ok = inside(a, n, arena)
+        else:
+            raise bad(at + f"unknown opcode {code}")
+        if not ok:
+            raise bad(at + f"operands, parameters or codes out of range: {op}")
+
+
+def net_args(p: NetProgram) -> tuple:
+    """A checked network program as the kernels take it: (ops, params, L, sp) (_numba_net)."""
+    check_net(p)
+    L = np.array(p.header()[:11], dtype=np.int64)
+    return (np.ascontiguousarray(p.ops), np.ascontiguousarray(p.params), L, np.array(p.sde_params, dtype=np.float64))
+
+
+def cond_args(p: NetProgram, cond, n: int) -> np.ndarray:
+    """A condition [n, cond_dim] (checked by fastscore/plan.py check_cond) as float64, or an
+    empty [n, 0] for an unconditional network."""
+    if cond is None:
+        if p.cond_dim:
+            raise ValueError("this network needs a condition: cond [n, cond_dim]")
+        return np.zeros((n, 0))
+    c = np.ascontiguousarray(cond.detach().to("cpu", torch.float64).numpy())
+    if c.shape != (n, p.cond_dim) or not np.all(np.isfinite(c)):
+        raise ValueError(f"cond must be finite [n, cond_dim] = [{n}, {p.cond_dim}], got {c.shape}")
+    return c
+
+
+def _check_sde_kind(kind: int) -> None:
+    if kind not in SDE_KINDS:
+        raise ValueError(f"backend 'numba': unknown SDE kind {kind!r} (known: {sorted(SDE_KINDS)})")
+
+
 
 
 def _check_program(plan: SamplePlan) -> None:
@@ -83,8 +156,7 @@ def _check_program(plan: SamplePlan) -> None:
     checks csrc's bindings make): opcodes, register, slot, stream and coefficient indices,
     term counts, no draws in the final part, table shapes."""
     k = plan.kernel
-    ops, coef, bias, scale = k.ops, k.coef, k.bias, k.scale
-    n_rows = plan.steps * k.n_slots + 1
+    ops, coef = k.ops, k.coef
 
     def bad(why: str):
         return ValueError(f"backend 'numba': invalid step program for sampler {plan.method!r}: {why}")
@@ -99,10 +171,8 @@ def _check_program(plan: SamplePlan) -> None:
         raise bad(f"n_slots {k.n_slots} < 1")
     if coef.ndim != 2 or coef.shape[0] != plan.steps + 1 or coef.dtype != np.float32:
         raise bad(f"coef must be float32 [steps + 1 = {plan.steps + 1}, n_coefficients], got {coef.dtype} {coef.shape}")
-    if bias.shape != (n_rows, k.packed.width) or bias.dtype != np.float32:
-        raise bad(f"bias must be float32 [{n_rows}, {k.packed.width}], got {bias.dtype} {bias.shape}")
-    if scale.shape != (n_rows,) or scale.dtype != np.float32:
-        raise bad(f"scale must be float32 [{n_rows}], got {scale.dtype} {scale.shape}")
+    if plan.times.shape != (plan.steps * k.n_slots + 1,):
+        raise bad(f"times must be [steps * n_slots + 1 = {plan.steps * k.n_slots + 1}], got {plan.times.shape}")
     n_coef = coef.shape[1]
     for i, op in enumerate(ops.tolist()):
         code, dst = op[0], op[1]
@@ -131,38 +201,8 @@ def _check_program(plan: SamplePlan) -> None:
                 raise bad(f"row {i}: register {r} outside [0, {k.n_registers})")
 
 
-def _model_args(p: PackedModel) -> tuple:
-    """Kernel arguments of a packed model: the packed first layer (for the time bias) and
-    every weight matrix transposed to [in, out] (exact float32 copies). Checks its codes."""
-    _check_model(p)
-    w, d, e, width, depth = p.weights, p.dim, p.embed_dim, p.width, p.depth
-    o = 0
-
-    def take(size):
-        nonlocal o
-        a = w[o:o + size]
-        o += size
-        return a
-
-    W0 = take(width * (d + e)).reshape(width, d + e)
-    b0 = take(width)
-    WhT = np.empty((depth - 1, width, width), dtype=np.float32)
-    bh = np.empty((depth - 1, width), dtype=np.float32)
-    for layer in range(depth - 1):
-        WhT[layer] = take(width * width).reshape(width, width).T
-        bh[layer] = take(width)
-    WoT = np.ascontiguousarray(take(d * width).reshape(d, width).T)
-    bo = np.ascontiguousarray(take(d))
-    freqs = np.ascontiguousarray(take(p.n_freqs), dtype=np.float32)
-    assert o == w.size, "packed layout mismatch"
-    W0xT = np.ascontiguousarray(W0[:, :d].T)
-    std = tuple(float(v) for v in p.std_sde_params)
-    return (np.ascontiguousarray(W0), np.ascontiguousarray(b0), freqs, W0xT, WhT, bh, WoT, bo,
-            int(p.activation), int(p.time_embedding), int(p.std_sde_kind), np.array(std, dtype=np.float64))
-
-
 def _sde_args(sde: SDE) -> tuple:
-    _check_sde(sde)
+    _check_sde_kind(sde.kind)
     p0, p1, T = (float(v) for v in sde.params)
     return int(sde.kind), p0, p1, T
 
@@ -171,27 +211,28 @@ def _seed_words(seed: int) -> tuple:
     return np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
 
 
-def sample(model, plan: SamplePlan) -> torch.Tensor:
+def sample(model, plan: SamplePlan, cond=None) -> torch.Tensor:
     """Samples [n, dim] (float32): the plan's step program run by the Numba interpreter on the
-    packed model and the plan's float32 tables (plan.kernel, set by plan.for_kernels)."""
+    packed network and the plan's float32 tables (plan.kernel, set by plan.for_kernels)."""
     kt = plan.kernel
     if kt is None:
         raise ValueError("backend 'numba' samples from a plan with kernel tables (plan.for_kernels(pack(model)))")
     _check_program(plan)
-    model_args = _model_args(kt.packed)
+    net = net_args(kt.packed)
+    c = cond_args(kt.packed, cond, plan.n)
     out = np.empty((plan.n, kt.packed.dim), dtype=np.float32)
     if plan.n == 0:
         return torch.from_numpy(out)
     k = _k()
     k0, k1 = _seed_words(plan.seed)
     with _launch:
-        k.sample_kernel(model_args, np.ascontiguousarray(kt.ops), int(kt.n_body), int(kt.n_slots),
-                        int(kt.n_registers), np.ascontiguousarray(kt.coef), np.ascontiguousarray(kt.bias),
-                        np.ascontiguousarray(kt.scale), float(plan.prior_std), k0, k1, int(plan.start), out)
+        k.sample_kernel(net, np.ascontiguousarray(kt.ops), int(kt.n_body), int(kt.n_slots), int(kt.n_registers),
+                        np.ascontiguousarray(kt.coef), np.ascontiguousarray(plan.times, dtype=np.float64),
+                        float(plan.prior_std), k0, k1, int(plan.start), c, out)
     return torch.from_numpy(out)
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
     if plan.method not in LOG_PROB_CODES or plan.trace not in TRACES:
         raise ValueError(f"backend 'numba': unknown log_prob method {plan.method!r} or trace {plan.trace!r}")
     p = pack(model)
@@ -199,6 +240,7 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
     # them); the solve itself runs in float64
     xs = np.ascontiguousarray(x.detach().to("cpu", torch.float32).to(torch.float64).numpy())
     n = xs.shape[0]
+    net, c = net_args(p), cond_args(p, cond, n)
     x_T = np.empty((n, p.dim))
     delta = np.empty(n)
     nfe = np.zeros(n, dtype=np.int64)
@@ -206,7 +248,7 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
         k = _k()
         k0, k1 = _seed_words(plan.seed)
         with _launch:
-            failed = k.log_prob_kernel(_model_args(p), _sde_args(sde), xs, LOG_PROB_CODES[plan.method],
+            failed = k.log_prob_kernel(net, _sde_args(sde), xs, c, LOG_PROB_CODES[plan.method],
                                        int(plan.steps), float(plan.eps), float(plan.rtol), float(plan.atol),
                                        plan.trace == "hutchinson", k0, k1, x_T, delta, nfe)
         if failed:
@@ -216,20 +258,35 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
     return logp, torch.from_numpy(nfe)
 
 
-def score_trace(model, x, t: float, trace: str = "exact", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def net_eval(model, x, t: float, cond=None) -> np.ndarray:
+    """s(x, t) [n, dim] (float32) by the samplers' network pass: the time phase at t rounded
+    once, the lane phase in float32. For the parity check and tests."""
+    p = pack(model)
+    xs = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    net, c = net_args(p), cond_args(p, cond, xs.shape[0])
+    out = np.empty(xs.shape, dtype=np.float32)
+    if xs.shape[0]:
+        k = _k()
+        with _launch:
+            k.net_eval_kernel(net, xs, c, float(t), out)
+    return out
+
+
+def score_trace(model, x, t: float, trace: str = "exact", seed: int = 0, cond=None) -> tuple[np.ndarray, np.ndarray]:
     """(s [n, dim], tr [n]) at points x [n, dim] and time t from the network pass of the
-    likelihood kernels: float32 values and forward-mode tangents, output scale in float64.
-    trace "exact": tr = tr(ds/dx); "hutchinson": v . (ds/dx) v with sample i's probe
-    (stream STREAM_PROBE, step 0). For tests and diagnostics."""
+    likelihood kernels: float32 values and forward-mode tangents. trace "exact":
+    tr = tr(ds/dx); "hutchinson": v . (ds/dx) v with sample i's probe (stream STREAM_PROBE,
+    step 0). For tests and diagnostics."""
     if trace not in TRACES:
         raise ValueError(f"unknown trace {trace!r}; choose one of {', '.join(map(repr, TRACES))}")
     p = pack(model)
     xs = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+    net, c = net_args(p), cond_args(p, cond, xs.shape[0])
     s = np.empty(xs.shape)
     tr = np.empty(xs.shape[0])
     if xs.shape[0]:
         k0, k1 = _seed_words(seed)
         k = _k()
         with _launch:
-            k.score_trace_kernel(_model_args(p), xs, float(t), trace == "hutchinson", k0, k1, s, tr)
+            k.score_trace_kernel(net, xs, c, float(t), trace == "hutchinson", k0, k1, s, tr)
     return s, tr
