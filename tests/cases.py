@@ -78,5 +78,5 @@ def score_trace(backend: str, model, x: np.ndarray, t: float, trace: str = "exac
     """(s [n, dim], tr [n]) from a native backend's likelihood network pass alone."""
     if backend == "numba":
         return numba_backend.score_trace(model, x, t, trace, seed=seed)
-    p = fs.pack(model)
-    return cpu_backend._core.score_trace(p.weights, cpu_backend.layout(p), x, t, trace == "hutchinson", seed)
+    return cpu_backend._core.score_trace(*cpu_backend.net_args(fs.pack(model)), np.asarray(x, dtype=np.float32), None,
+                                         t, trace == "hutchinson", seed)

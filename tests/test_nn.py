@@ -1,6 +1,6 @@
 """ScoreMLP (the torch network) and its packed float32 form run by the C++ forward pass.
 
-The packed-layout test runs ``_core.mlp_eval`` (float32, tiled SIMD) on ``pack(model)``
+The packed-layout test runs ``_core.net_eval`` (float32, tiled SIMD) on ``pack(model)``
 and holds it against the float64 torch model with the *same* weights (the model is built
 in float32 and converted exactly to float64, so weights, Fourier frequencies and inputs
 are identical and only arithmetic rounding separates the two). The tolerance is a
@@ -36,6 +36,7 @@ import fastscore as fs
 from fastscore import _core
 from fastscore.backends import cpu
 from fastscore.nn import ACTIVATIONS, TIME_EMBEDDINGS
+from fastscore.netprog import DENSE, INIT_ARENA, INIT_PARAM, UNARY
 
 U32 = 2.0**-24 + 2.0**-53
 LIPSCHITZ = {"relu": 1.0, "leaky_relu": 1.0, "tanh": 1.0, "silu": 1.1, "softplus": 1.0}
@@ -113,7 +114,9 @@ def test_seed002_basic_net():
     assert len(linears) == 6
     assert [(lin.in_features, lin.out_features) for lin in linears] == [(3, 64)] + [(64, 64)] * 4 + [(64, 2)]
     assert m.flops_per_eval() == 33408
-    assert fs.pack(m).flops_per_eval == 33408
+    # the kernels' work per evaluation: the time column is a per-time bias (time phase), so
+    # the first layer multiplies x alone
+    assert fs.pack(m).flops_per_eval == 33408 - 2 * 64
 
 
 @pytest.mark.parametrize("dim,width,depth", [(1, 1, 1), (3, 7, 2), (5, 130, 4), (2, 33, 6)])
@@ -128,10 +131,9 @@ def test_depth_width_give_the_layers(dim, width, depth, time_embedding, features
     assert [(lin.in_features, lin.out_features) for lin in linears] == list(zip(sizes[:-1], sizes[1:]))
     assert m.flops_per_eval() == sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
     p = fs.pack(m)
-    n_weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])) + (features if time_embedding == "fourier" else 0)
-    assert p.weights.shape == (n_weights,) and p.weights.dtype == np.float32 and p.weights.flags.c_contiguous
-    assert (p.dim, p.width, p.depth, p.embed_dim) == (dim, width, depth, E)
-    assert p.n_freqs == (features if time_embedding == "fourier" else 0)
+    assert p.params.dtype == np.float32 and p.params.flags.c_contiguous
+    assert (p.dim, p.width, p.cond_dim) == (dim, max(width, dim), 0)
+    assert p.flops_per_eval == m.flops_per_eval() - 2 * width * E
 
 
 def test_fourier_frequencies_are_fixed_buffers():
@@ -215,7 +217,7 @@ def test_packed_layout_matches_torch(activation, time_embedding, std_on):
         packed = fs.pack(model)
         x32 = (rng.standard_normal((45, dim)) * rng.uniform(0.5, 3.0)).astype(np.float32)  # 45: full tiles + a tail
         t = float(rng.uniform(0.02, 1.0)) * (sde.T if sde else 1.0)
-        got = _core.mlp_eval(packed.weights, cpu.layout(packed), x32, t)
+        got = _core.net_eval(*cpu.net_args(packed), x32, None, t)
         ref, bound = _forward_with_error_bound(model.double(), torch.from_numpy(x32).double(), t)
         # the helper's forward is the model's own (checked in float64: same ops reordered)
         torch.testing.assert_close(ref, model(torch.from_numpy(x32).double(), t), rtol=1e-12, atol=1e-12)
@@ -225,23 +227,27 @@ def test_packed_layout_matches_torch(activation, time_embedding, std_on):
         assert np.all(err <= bound.numpy()), ctx
 
 
-def test_packed_buffer_order():
-    """W0 b0 | (W b) x (depth - 1) | Wout bout | freqs, each row-major."""
+def test_program_of_a_score_mlp():
+    """The lane phase is the layers on x (dense, activation, ..., dense), each weight an exact
+    float32 copy of its layer's; the time features and the first layer's time columns and
+    bias are one per-time vector of the time phase, the first dense row's init."""
     m = _model(8, dim=3, width=5, depth=3, time_embedding="fourier", fourier_features=2)
     p = fs.pack(m)
-    parts = []
-    for lin in m.layers:
-        parts += [lin.weight.detach().numpy().ravel(), lin.bias.detach().numpy().ravel()]
-    parts.append(m.freqs.numpy())
-    np.testing.assert_array_equal(p.weights, np.concatenate(parts).astype(np.float32))
-    assert p.activation == ACTIVATIONS["relu"] and p.time_embedding == TIME_EMBEDDINGS["fourier"]
-    assert p.std_sde_kind == -1
+    lane = p.ops[p.n_time_ops + p.n_cond_ops:]
+    dense = lane[lane[:, 0] == DENSE]
+    assert [tuple(r[[4, 5]]) for r in dense] == [(5, 3), (5, 5), (5, 5), (3, 5)]  # (n_out, n_in)
+    assert dense[0, 7] == INIT_ARENA and all(dense[1:, 7] == INIT_PARAM)
+    assert (lane[:, 0] == UNARY).sum() == 3 and p.n_time_ops > 0 and p.n_texp == 5
+    for row, layer in zip(dense, m.layers):
+        w = layer.weight.detach().numpy()[:, : row[5]]
+        np.testing.assert_array_equal(p.params[row[6]:row[6] + w.size].reshape(w.shape), w)
+    assert p.sde_kind == -1
 
 
 def test_pack_records_the_std_sde():
     sde = fs.VESDE(31.0, 0.7)
     p = fs.pack(fs.ScoreMLP(2, 4, 1, std_sde=sde))
-    assert p.std_sde_kind == sde.kind == 1 and p.std_sde_params == sde.params
+    assert p.sde_kind == sde.kind == 1 and p.sde_params == sde.params
 
 
 def test_pack_rejects_other_modules():

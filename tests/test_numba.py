@@ -20,6 +20,7 @@ from fastscore.backends import cpu as cpu_backend  # noqa: E402
 from fastscore.backends import numba_backend, reference, resolve  # noqa: E402
 from fastscore.plan import LOG_PROB_METHODS, SAMPLE_METHODS, TRACES, make_sample_plan  # noqa: E402
 from fastscore.program import DRAW, EVAL, LIN, MAX_REGISTERS  # noqa: E402
+from fastscore.netprog import DENSE, SDE_FUNCTIONS, SDE_OP, UNARY  # noqa: E402
 
 from cases import ACTIVATIONS, SDES, fresh_seed  # noqa: E402
 from rounding import U, mlp_error_bound, trace_error_bound  # noqa: E402
@@ -322,49 +323,75 @@ def test_malformed_programs_are_refused_before_the_kernel():
     cases.append((np.concatenate([ops, draw]), {}, "final part may not draw"))
     cases.append((ops[:, :4], {}, "ops must be int32"))
     cases.append((ops, {"n_registers": MAX_REGISTERS + 1}, "registers"))
-    cases.append((ops, {"bias": plan.kernel.bias[:-1]}, "bias must be float32"))
     for bad, kw, match in cases:
         with pytest.raises(ValueError, match=match):
             numba_backend.sample(model, _with_ops(plan, bad, **kw))
+    with pytest.raises(ValueError, match="times must be"):
+        numba_backend.sample(model, replace(plan, times=plan.times[:-1]))
 
 
-@pytest.mark.parametrize("field,value", [("activation", 9), ("time_embedding", 5), ("std_sde_kind", 7)])
-def test_unknown_model_codes_raise(field, value):
+def _net_cases(p):
+    """(field changes of a ScoreMLP's program, what the refusal says): each row kind out of its
+    arena or parameters, unknown codes, flags where they cannot be."""
+    lane0 = p.n_time_ops + p.n_cond_ops
+    dense = lane0 + int(np.flatnonzero(p.ops[lane0:, 0] == DENSE)[0])
+    unary = lane0 + int(np.flatnonzero(p.ops[lane0:, 0] == UNARY)[0])
+    sde_row = int(np.flatnonzero(p.ops[:, 0] == SDE_OP)[0])
+
+    def row(i, col, value):
+        ops = p.ops.copy()
+        ops[i, col] = value
+        return {"ops": ops}
+
+    return [(row(dense, 0, 17), "unknown opcode 17"), (row(dense, 2, p.lane_arena - 1), "out of range"),
+            (row(dense, 6, p.params.size), "out of range"), (row(dense, 1, -1), "destination out of its arena"),
+            (row(unary, 5, 99), "out of range"), (row(sde_row, 8, 1), "tangent flags"),
+            (row(sde_row, 5, SDE_FUNCTIONS["sigma"]), "out of range"), ({"sde_kind": 7}, "unknown SDE kind 7"),
+            ({"out": p.lane_arena}, "layout"), ({"ops": p.ops[:, :8]}, "ops must be int32"),
+            ({"params": p.params.astype(np.float64)}, "params must be finite float32")]
+
+
+def test_malformed_network_programs_are_refused_before_the_kernel():
     model = fs.ScoreMLP(2, 16, 2)
     plan = _plan(model, "em").for_kernels(fs.pack(model))
-    bad = replace(plan, kernel=replace(plan.kernel, packed=replace(plan.kernel.packed, **{field: value})))
-    with pytest.raises(ValueError, match="unknown"):
-        numba_backend.sample(model, bad)
+    assert torch.isfinite(numba_backend.sample(model, plan)).all()
+    for change, match in _net_cases(plan.kernel.packed):
+        bad = replace(plan, kernel=replace(plan.kernel, packed=replace(plan.kernel.packed, **change)))
+        with pytest.raises(ValueError, match=match):
+            numba_backend.sample(model, bad)
 
 
 def test_kernels_raise_on_unknown_codes_themselves():
     """The kernels do not fall back to a default for a code they do not know (the wrapper's
-    checks bypassed): an unknown opcode, activation, SDE kind or log-prob method raises."""
+    checks bypassed): an unknown opcode (step or network program), SDE kind or log-prob
+    method raises."""
     k = numba_backend._k()
     model = fs.ScoreMLP(2, 16, 2)
     plan = _plan(model, "em").for_kernels(fs.pack(model))
     kt = plan.kernel
-    args = numba_backend._model_args(kt.packed)
+    net = numba_backend.net_args(kt.packed)
     k0, k1 = numba_backend._seed_words(0)
     out = np.empty((3, 2), dtype=np.float32)
+    none = np.zeros((3, 0))
 
-    def run(model_args, ops):
-        k.sample_kernel(model_args, ops, kt.n_body, kt.n_slots, kt.n_registers, kt.coef, kt.bias, kt.scale, 1.0,
-                        k0, k1, 0, out)
+    def run(net, ops):
+        k.sample_kernel(net, ops, kt.n_body, kt.n_slots, kt.n_registers, kt.coef, plan.times, 1.0, k0, k1, 0, none,
+                        out)
 
     bad_ops = kt.ops.copy()
     bad_ops[-1, 0] = 3
     with pytest.raises(ValueError, match="unknown opcode"):
-        run(args, bad_ops)
-    for i, match in ((8, "unknown activation"), (9, "unknown time-embedding"), (10, "unknown std_sde")):
-        with pytest.raises(ValueError, match=match):
-            run(args[:i] + (99,) + args[i + 1:], kt.ops)
+        run(net, bad_ops)
+    bad_net = net[0].copy()
+    bad_net[-1, 0] = 17
+    with pytest.raises(ValueError, match="network program: unknown opcode"):
+        run((bad_net,) + net[1:], kt.ops)
     x = np.zeros((3, 2))
     x_T, delta, nfe = np.empty((3, 2)), np.empty(3), np.empty(3, dtype=np.int64)
     for sde, method, match in (((9, 0.1, 20.0, 1.0), 0, "unknown SDE kind"),
                                ((0, 0.1, 20.0, 1.0), 9, "unknown log_prob")):
         with pytest.raises(ValueError, match=match):
-            k.log_prob_kernel(args, sde, x, method, 2, 1e-3, 1e-5, 1e-5, False, k0, k1, x_T, delta, nfe)
+            k.log_prob_kernel(net, sde, x, none, method, 2, 1e-3, 1e-5, 1e-5, False, k0, k1, x_T, delta, nfe)
 
 
 def _bad_cases():

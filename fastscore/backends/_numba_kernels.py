@@ -228,6 +228,7 @@ def sample_kernel(net, ops, n_body, n_slots, n_registers, coef, times, prior_std
     for i in range(n_ops):
         if not (ops[i, 0] == EVAL or ops[i, 0] == DRAW or ops[i, 0] == LIN):
             raise ValueError("step program: unknown opcode (fastscore.program: EVAL, DRAW, LIN)")
+    netp.check_opcodes(net)
     ttab = netp.time_table(net, times)
     prior = np.float32(prior_std)
     n_tiles = (n + LANES - 1) // LANES
@@ -257,6 +258,7 @@ def net_eval_kernel(net, x, cond, t, out):
     """out [n, dim] = s(x, t) (float32) for points x [n, dim] (float32) at one time t: the
     network pass of the samplers (time phase rounded once, lane phase in float32)."""
     n, dim = x.shape
+    netp.check_opcodes(net)
     ttab = netp.time_table(net, np.full(1, t))
     for tile in prange((n + LANES - 1) // LANES):
         first = tile * LANES
@@ -373,6 +375,7 @@ def score_trace_kernel(net, x, cond, t, hutchinson, k0, k1, s_out, tr_out):
     the probe of sample i) for points x [n, dim] (float64) at one time t: the network pass
     every likelihood kernel evaluates, exposed for tests."""
     n, dim = x.shape
+    netp.check_opcodes(net)
     nt = 1 if hutchinson else dim
     sde = (KIND_VP, 0.1, 20.0, 1.0)  # any valid SDE: score_trace_lanes' drift and diffusion are unused here
     for tile in prange((n + LANES - 1) // LANES):
@@ -404,6 +407,7 @@ def log_prob_kernel(net, sde, x_in, cond, method, steps, eps, rtol, atol, hutchi
         raise ValueError("unknown SDE kind (fastscore.sde: VPSDE, VESDE, SubVPSDE)")
     if not (method == LP_RK45 or (0 <= method < FIXED_STAGES.shape[0] and FIXED_STAGES[method] > 0)):
         raise ValueError("unknown log_prob method code (fastscore.plan.LOG_PROB_CODES)")
+    netp.check_opcodes(net)
     T = sde[3]
     n, dim = x_in.shape
     C = dim + 1

@@ -240,7 +240,7 @@ def run_lanes(ops, params, first, last, a, dT, nt):
                         for d in range(nt):
                             dT[d, dst + j, lane] = dT[d, op[2] + j, lane] if ta else 0
         else:
-            raise ValueError("network program: unknown lane opcode")
+            raise ValueError("network program: unknown opcode")
 
 
 @njit(**_JIT)
@@ -306,6 +306,18 @@ def _norm_lanes(a, dT, params, op, n, nt):
 
 
 # -- phases (net.h run_time, run_cond, run_lanes) ---------------------------------------
+
+
+@njit(**_JIT)
+def check_opcodes(net):
+    """Raises for an opcode the interpreter does not know (kernels call this before their
+    parallel region: an exception raised inside one cannot reach Python intact)."""
+    ops, L = net[0], net[2]
+    for i in range(ops.shape[0]):
+        code = ops[i, 0]
+        if not (code == DENSE or code == UNARY or code == BINARY or code == NORM or code == COPY
+                or (code == SDE_OP and i < L[N_TIME_OPS])):
+            raise ValueError("network program: unknown opcode")
 
 
 @njit(**_JIT)
