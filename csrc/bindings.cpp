@@ -415,11 +415,11 @@ PYBIND11_MODULE(_core, mod) {
       [](F32 params, I32 ops, const NetTuple& header, I32 program, int n_body, int n_slots, int n_registers, F32 coef,
          F64 times, double prior_std, py::object cond, int64_t n, uint64_t seed, int64_t start) {
         const CheckedNet c = to_net(params, ops, header);
-        F64 keep;
-        const double* cp = to_cond(cond, c.net.L, n, keep);
         std::vector<float> table;
         const SamplePlan p =
             to_sample_plan(c.net, program, n_body, n_slots, n_registers, coef, times, prior_std, n, seed, start, table);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
         return run_sample(c.net.L.dim, n, [&](float* out) { cpu::sample(c.net, c.n_params, p, cp, n, out); });
       },
       "fused sampler running a step program (fastscore/program.py) with its tables: [n, dim]", SAMPLE_ARGS);
@@ -469,11 +469,11 @@ PYBIND11_MODULE(_core, mod) {
       [](F32 params, I32 ops, const NetTuple& header, I32 program, int n_body, int n_slots, int n_registers, F32 coef,
          F64 times, double prior_std, py::object cond, int64_t n, uint64_t seed, int64_t start, bool stage_shared) {
         const CheckedNet c = to_cuda_net(params, ops, header);
-        F64 keep;
-        const double* cp = to_cond(cond, c.net.L, n, keep);
         std::vector<float> table;
         const SamplePlan p =
             to_sample_plan(c.net, program, n_body, n_slots, n_registers, coef, times, prior_std, n, seed, start, table);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
         return run_sample(c.net.L.dim, n,
                           [&](float* out) { cuda::emulate_sample(c.net, c.n_params, p, cp, n, out, stage_shared); });
       },
@@ -514,11 +514,11 @@ PYBIND11_MODULE(_core, mod) {
          F64 times, double prior_std, py::object cond, int64_t n, uint64_t seed, int64_t start, uintptr_t out,
          int device, uintptr_t stream) {
         const CheckedNet c = to_cuda_net(params, ops, header);
-        F64 keep;
-        const double* cp = to_cond(cond, c.net.L, n, keep);
         std::vector<float> table;
         const SamplePlan p =
             to_sample_plan(c.net, program, n_body, n_slots, n_registers, coef, times, prior_std, n, seed, start, table);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
         py::gil_scoped_release nogil;
         cuda::sample(c.net, c.n_params, p, cp, n, reinterpret_cast<float*>(out), device, stream);
       },

@@ -109,7 +109,7 @@ def test_pack_is_cached_until_a_weight_changes():
     model(torch.randn(4, 2), 0.5).pow(2).sum().backward()
     opt.step()  # in place: the version counters move
     q = fs.pack(model)
-    assert q is not p and not np.array_equal(q.weights, p.weights)
+    assert q is not p and not np.array_equal(q.params, p.params)
     model.load_state_dict(fs.ScoreMLP(2, 8, 2).state_dict())
     assert fs.pack(model) is not q
     copy = fs.ScoreMLP(2, 8, 2)
@@ -118,12 +118,15 @@ def test_pack_is_cached_until_a_weight_changes():
 
 
 def test_declarations_bound_what_each_backend_is_handed():
-    """The CUDA kernels' per-thread arrays (dim <= 8, width <= 256) are declared, so a wider
-    model is refused before any launch, naming both sides; the CPU declares only its dim."""
+    """The CUDA kernels' per-thread arrays (dim <= 8, arenas of 1024 per sample and 512 per
+    time value) are declared, so a larger model is refused before any launch, naming both
+    sides; the CPU declares only its dim."""
     from fastscore.backends import cpu, cuda
 
     plan = _plan("em")
-    wide, deep = fs.pack(fs.ScoreMLP(2, 300, 1)), fs.pack(fs.ScoreMLP(9, 8, 1))
-    assert "backend 'cuda' declares width <= 256" in cuda.DECLARES.refuses("cuda", "sample", "em", wide, plan.program)
+    wide, deep = fs.pack(fs.ScoreMLP(2, 600, 1)), fs.pack(fs.ScoreMLP(9, 8, 1))
+    assert wide.lane_arena > 1024
+    assert "backend 'cuda' declares a per-sample arena of <= 1024" in cuda.DECLARES.refuses(
+        "cuda", "sample", "em", wide, plan.program)
     assert "backend 'cuda' declares dim <= 8" in cuda.DECLARES.refuses("cuda", "log_prob", "rk45", deep, trace="exact")
     assert cpu.DECLARES.refuses("cpu", "sample", "em", wide, plan.program) is None
