@@ -24,15 +24,15 @@ def emulate_sample(model, sde, n, method, steps, seed, start=0, stage_shared=Tru
     plan = make_sample_plan(model, sde, n, method, steps, 1e-3, seed, start, options.get("snr", 0.16),
                             options.get("corrector_steps", 1), options.get("denoise", False)).for_kernels(fs.pack(model))
     p = plan.kernel.packed
-    out = core.emulate_sample(p.weights, cpu_backend.layout(p), *cpu_backend.program_args(plan), n, seed, start,
+    out = core.emulate_sample(*cpu_backend.net_args(p), *cpu_backend.program_args(plan), None, n, seed, start,
                               stage_shared)
     return torch.from_numpy(out)
 
 
 def emulate_log_prob(model, sde, x, method, steps, trace="exact", seed=0, tol=1e-5, stage_shared=True):
     p = fs.pack(model)
-    logp, nfe, failed = core.emulate_log_prob(p.weights, cpu_backend.layout(p), cpu_backend.sde_tuple(sde),
-                                              x.numpy(), *cpu_backend.integrator_args(method), steps, 1e-5, tol, tol,
+    logp, nfe, failed = core.emulate_log_prob(*cpu_backend.net_args(p), cpu_backend.sde_tuple(sde),
+                                              x.numpy(), None, *cpu_backend.integrator_args(method), steps, 1e-5, tol, tol,
                                               trace == "hutchinson", seed, stage_shared)
     assert failed == 0
     return torch.from_numpy(logp), torch.from_numpy(nfe)
@@ -104,10 +104,12 @@ def test_emulated_rk45_meets_tolerance_per_sample(net):
     assert len(set(nfe.tolist())) > 1 and torch.all((nfe - 1) % 6 == 0)
 
 
-@pytest.mark.parametrize("too_big", ["dim", "width"])
+@pytest.mark.parametrize("too_big", ["dim", "arena"])
 def test_emulation_rejects_layouts_beyond_the_gpu_limits(too_big):
     info = core.build_info()
     dim = info["cuda_max_dim"] + (too_big == "dim")
-    width = info["cuda_max_width"] + (too_big == "width")
+    width = info["cuda_max_arena"] // 2 if too_big == "arena" else 8  # x, the time bias and a layer exceed it
+    model = fs.ScoreMLP(dim, width, 1)
+    assert (fs.pack(model).lane_arena > info["cuda_max_arena"]) == (too_big == "arena")
     with pytest.raises(ValueError, match="CUDA kernels"):
-        emulate_sample(fs.ScoreMLP(dim, width, 1), fs.VPSDE(), 3, "em", 2, 0)
+        emulate_sample(model, fs.VPSDE(), 3, "em", 2, 0)
