@@ -7,7 +7,7 @@ import math
 import torch
 
 from .backends import module, resolve
-from .plan import check_finite_result, check_points, make_log_prob_plan
+from .plan import check_cond, check_finite_result, check_points, make_log_prob_plan
 from .sde import SDE
 
 
@@ -25,6 +25,7 @@ def log_prob(
     trace: str = "exact",
     seed: int = 0,
     return_info: bool = False,
+    cond=None,
 ):
     """log p_eps(x) in nats, shape [n], for data points x [n, dim], on x's device.
 
@@ -41,14 +42,17 @@ def log_prob(
         backend: "auto", "cpu", "cuda", "numba" or "torch" (reference).
         seed: seed of the Hutchinson probes (one Rademacher vector per sample).
         return_info: also return {"nfe": network evaluations per sample [n]}.
+        cond: for a conditional model, the condition of each point [n, cond_dim] or one
+            [cond_dim] for all: log p(x_i | cond_i).
 
     Raises FloatingPointError if the solve of a point blew up (its log p is not finite),
     naming the count and the first such point, on every backend.
     """
     plan = make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed)
     x = check_points(x, plan.dim)
+    cond = check_cond(model, cond, x.shape[0])
     name = resolve(backend, "log_prob", plan.method, model, trace=plan.trace)
-    logp, nfe = module(name).log_prob(model, sde, x, plan)
+    logp, nfe = module(name).log_prob(model, sde, x, plan, cond)
     check_finite_result(logp, f"log_prob (method {plan.method!r}, backend {name!r})")
     logp, nfe = logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
     return (logp, {"nfe": nfe}) if return_info else logp

@@ -62,6 +62,8 @@ class ScoreMLP(nn.Module):
         fourier_scale: std of the fixed frequencies.
         std_sde: if given, the output is divided by that SDE's marginal std sigma(t), the
             parametrisation of Song et al. 2021 (the network then predicts -noise, not the score).
+        cond_dim: size of a condition c appended to the first layer's input (0: none); the
+            network is then s(x, t, c) (forward(x, t, cond) with cond [n, cond_dim]).
     """
 
     def __init__(
@@ -74,9 +76,11 @@ class ScoreMLP(nn.Module):
         fourier_features: int = 8,
         fourier_scale: float = 1.0,
         std_sde: SDE | None = None,
+        cond_dim: int = 0,
     ):
         super().__init__()
-        for name, value in (("dim", dim), ("width", width), ("depth", depth), ("fourier_features", fourier_features)):
+        for name, value in (("dim", dim), ("width", width), ("depth", depth), ("fourier_features", fourier_features),
+                            ("cond_dim", cond_dim + 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if activation not in ACTIVATIONS:
@@ -85,7 +89,7 @@ class ScoreMLP(nn.Module):
             raise ValueError(f"time_embedding must be one of {sorted(TIME_EMBEDDINGS)}, got {time_embedding!r}")
         if std_sde is not None and not isinstance(std_sde, SDE):
             raise TypeError(f"std_sde must be a fastscore SDE or None, got {type(std_sde).__name__}")
-        self.dim, self.width, self.depth = dim, width, depth
+        self.dim, self.width, self.depth, self.cond_dim = dim, width, depth, cond_dim
         self.activation, self.time_embedding = activation, time_embedding
         self.std_sde = std_sde
         if time_embedding == "fourier":
@@ -98,7 +102,7 @@ class ScoreMLP(nn.Module):
         else:
             self.freqs = None
             embed = 1
-        sizes = [dim + embed] + [width] * depth + [dim]
+        sizes = [dim + embed + cond_dim] + [width] * depth + [dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.act = _ACTIVATION_MODULES[activation]()
 
@@ -113,24 +117,29 @@ class ScoreMLP(nn.Module):
         proj = 2 * math.pi * t * self.freqs[None, :]
         return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
-    def core(self, x: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
-        """The layers on x [n, dim] and a time column [n, 1], before output scaling."""
-        h = torch.cat([x, self.embed(tc)], dim=-1)
+    def core(self, x: torch.Tensor, tc: torch.Tensor, cond=None) -> torch.Tensor:
+        """The layers on x [n, dim], a time column [n, 1] and the condition [n, cond_dim],
+        before output scaling."""
+        h = torch.cat([x, self.embed(tc)] + ([cond] if self.cond_dim else []), dim=-1)
         for layer in self.layers[:-1]:
             h = self.act(layer(h))
         return self.layers[-1](h)
 
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [n, {self.dim}], got {tuple(x.shape)}")
+        if (cond is None) != (self.cond_dim == 0) or (
+                cond is not None and tuple(cond.shape) != (x.shape[0], self.cond_dim)):
+            raise ValueError(f"cond must be None for an unconditional network, else [n, cond_dim] = "
+                             f"[{x.shape[0]}, {self.cond_dim}]; got {None if cond is None else tuple(cond.shape)}")
         tc = _time_column(t, x)
-        out = self.core(x, tc)
+        out = self.core(x, tc, cond)
         if self.std_sde is not None:
             out = out / self.std_sde.std(tc)
         return out
 
     def flops_per_eval(self) -> int:
-        """Multiply-adds x 2 of one evaluation (time features counted as inputs, biases not):
+        """Multiply-adds x 2 of one evaluation (time features and condition counted as inputs, biases not):
         33,408 for the seed-002 network."""
         return sum(2 * layer.in_features * layer.out_features for layer in self.layers)
 
@@ -140,7 +149,8 @@ def _as_imported(model: ScoreMLP):
     the output is sigma(t) times the score."""
     from .fx_import import ImportedModel
 
-    wrapped = ImportedModel(_ScoreMLPCore(model), model.dim, ("x", "t"), 0, "t", "column",
+    signature = ("x", "t", "cond") if model.cond_dim else ("x", "t")
+    wrapped = ImportedModel(_ScoreMLPCore(model), model.dim, signature, model.cond_dim, "t", "column",
                             "scaled_score" if model.std_sde is not None else "score", model.std_sde, 0.5, None, None)
     return wrapped
 
@@ -152,8 +162,8 @@ class _ScoreMLPCore(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, t):
-        return self.model.core(x, t)
+    def forward(self, x, t, cond=None):
+        return self.model.core(x, t, cond)
 
 
 def _weights_key(model: nn.Module) -> tuple:

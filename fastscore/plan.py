@@ -146,6 +146,39 @@ def check_points(x, dim: int) -> torch.Tensor:
     return x
 
 
+def model_cond_dim(model: nn.Module) -> int:
+    """Size of the condition a network takes (0: unconditional), from its `cond_dim`."""
+    c = getattr(model, "cond_dim", 0)
+    if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+        raise TypeError(f"model.cond_dim must be an int >= 0, got {c!r}")
+    return c
+
+
+def check_cond(model: nn.Module, cond, n: int) -> torch.Tensor | None:
+    """The condition of n samples or points as [n, cond_dim] (float64, CPU): one row per
+    sample, or one [cond_dim] vector for all of them. None for an unconditional model."""
+    c_dim = model_cond_dim(model)
+    if cond is None:
+        if c_dim:
+            raise ValueError(f"this model is conditional: give cond of shape [n, {c_dim}] or [{c_dim}]")
+        return None
+    if not c_dim:
+        raise ValueError("this model takes no condition (its cond_dim is 0); leave cond=None")
+    cond = as_tensor(cond)
+    if not isinstance(cond, torch.Tensor):
+        raise TypeError(f"cond must be a torch tensor or numpy array [n, {c_dim}] or [{c_dim}], got {type(cond).__name__}")
+    if not (cond.is_floating_point() or cond.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"cond must hold numbers, got {cond.dtype}")
+    if cond.dim() == 1 and cond.shape[0] == c_dim:
+        cond = cond[None].expand(n, c_dim)
+    if cond.dim() != 2 or tuple(cond.shape) != (n, c_dim):
+        raise ValueError(f"cond must have shape [n, {c_dim}] = [{n}, {c_dim}] or [{c_dim}], got {tuple(cond.shape)}")
+    cond = cond.detach().to("cpu", torch.float64)
+    if not torch.isfinite(cond).all():
+        raise ValueError("cond has non-finite values (nan or inf)")
+    return cond.contiguous()
+
+
 def check_finite_result(values: torch.Tensor, what: str) -> torch.Tensor:
     """The documented failure of a run that blew up: a result with non-finite entries (the
     network or a step overflowed along some trajectories) raises FloatingPointError naming how

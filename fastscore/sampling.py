@@ -6,7 +6,7 @@ import torch
 
 from .backends import module, resolve
 from .nn import pack
-from .plan import check_finite_result, make_sample_plan
+from .plan import check_cond, check_finite_result, make_sample_plan
 from .sde import SDE
 
 
@@ -24,6 +24,7 @@ def sample(
     corrector_steps: int = 1,
     denoise: bool = False,
     start: int = 0,
+    cond=None,
 ) -> torch.Tensor:
     """Draw n samples [n, dim] from the reverse of `sde` with the score network `model`.
 
@@ -41,13 +42,17 @@ def sample(
         denoise: finish with the noise-free Tweedie step E[x_0 | x_eps].
         start: index of the first sample in the stream, to split one run across calls or
             machines (sample(n=a, start=0) then sample(n=b, start=a) equals one run of a + b).
+        cond: for a conditional model, the condition of each sample [n, cond_dim] (amortised
+            posterior sampling for n observations) or one [cond_dim] for all; sample i with
+            cond[i] is the sample a run of one condition gives at the same index.
 
     Raises FloatingPointError if a trajectory blew up (a sample is not finite), naming the
     count and the first such sample, on every backend.
     """
     plan = make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise)
+    cond = check_cond(model, cond, plan.n)
     name = resolve(backend, "sample", plan.method, model, program=plan.program)
     if name != "torch":
         plan = plan.for_kernels(pack(model))
-    x = module(name).sample(model, plan)
+    x = module(name).sample(model, plan, cond)
     return check_finite_result(x, f"sample (method {plan.method!r}, backend {name!r})")

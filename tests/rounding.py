@@ -37,23 +37,42 @@ def gamma(n: int) -> float:
     return n * U / (1 - n * U)
 
 
-def mlp_error_bound(model: ScoreMLP, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s [n, dim], bound [n]) for a float32 forward pass at float64 inputs x, time t: the
-    bound is on the 2-norm of the error of each sample's output.
+def first_layer_input(model: ScoreMLP, t: float, n: int, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c [n, width], its rounding bound [n, width]): the first layer's part that does not
+    depend on x, as the kernels form it. The time part b + W_t phi(t) is rounded once (the
+    time phase's export); a condition's part W_c cond is rounded once (the cond phase's
+    export) and added in float32."""
+    tc = torch.full((n, 1), float(t), dtype=torch.float64)
+    first = model.layers[0]
+    dim, E = model.dim, model.embed_dim
+    c = first.bias + model.embed(tc) @ first.weight[:, dim:dim + E].T
+    if not model.cond_dim:
+        return c, U * c.abs()
+    cc = cond.double() @ first.weight[:, dim + E:].T
+    return c + cc, U * (c.abs() + cc.abs() + (c + cc).abs())
+
+
+def call(model, x, t, cond=None):
+    return model(x, t) if cond is None else model(x, t, cond.to(x.dtype))
+
+
+def mlp_error_bound(model: ScoreMLP, x: torch.Tensor, t: float, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s [n, dim], bound [n]) for a float32 forward pass at float64 inputs x, time t (and
+    condition cond [n, cond_dim]): the bound is on the 2-norm of the error of each sample's
+    output.
 
     Each layer's fresh rounding is at most gamma_{fan_in + 1} (|W| |h| + |b|) per unit;
     errors carried in from the layer below pass through W (spectral norm) and the
-    activation (Lipschitz). The time features enter through the precomputed first-layer
-    bias c(t), rounded once."""
+    activation (Lipschitz). The time features (and the condition) enter through the
+    precomputed first-layer input c (first_layer_input)."""
     model = model.double()
     x = x.double()
     with torch.no_grad():
-        tc = torch.full((x.shape[0], 1), float(t), dtype=torch.float64)
         first = model.layers[0]
-        Wx, Wt = first.weight[:, : model.dim], first.weight[:, model.dim :]
-        c = first.bias + model.embed(tc) @ Wt.T  # [n, width], all rows equal
+        Wx = first.weight[:, : model.dim]
+        c, c_err = first_layer_input(model, t, x.shape[0], cond)
         z = x @ Wx.T + c
-        err = (gamma(model.dim + 1) * (x.abs() @ Wx.abs().T + c.abs()) + U * c.abs()).norm(dim=1)
+        err = (gamma(model.dim + 1) * (x.abs() @ Wx.abs().T + c.abs()) + c_err).norm(dim=1)
         lip, extra = LIPSCHITZ[model.activation], model.activation not in ("relu", "leaky_relu")
         for layer in model.layers[1:]:
             h = model.act(z)
@@ -70,13 +89,15 @@ def mlp_error_bound(model: ScoreMLP, x: torch.Tensor, t: float) -> tuple[torch.T
     return s, err
 
 
-def _jacobian(model: ScoreMLP, x: torch.Tensor, t: float) -> torch.Tensor:
+def _jacobian(model: ScoreMLP, x: torch.Tensor, t: float, cond=None) -> torch.Tensor:
     """ds/dx [n, dim, dim] in float64."""
-    f = lambda xi: model(xi[None], t)[0]  # noqa: E731
-    return torch.func.vmap(torch.func.jacrev(f))(x.double())
+    if cond is None:
+        return torch.func.vmap(torch.func.jacrev(lambda xi: model(xi[None], t)[0]))(x.double())
+    f = lambda xi, ci: model(xi[None], t, ci[None])[0]  # noqa: E731
+    return torch.func.vmap(torch.func.jacrev(f))(x.double(), cond.double())
 
 
-def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise):
+def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise, cond=None):
     """Float64 trajectory from x0 [n, dim] by the reference's own step (the plan's program),
     and the per-sample bound [n] on the 2-norm of a float32 kernel's deviation from it.
 
@@ -103,7 +124,7 @@ def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise)
         def score(xi, t):
             d = torch.zeros_like(xi, requires_grad=True)
             evals.append((xi.detach(), t, d))
-            return model(xi, t) + d
+            return call(model, xi, t, cond) + d
 
         def draw(stream):
             zs.append(noise(stream, k).clone().requires_grad_(True))
@@ -123,9 +144,9 @@ def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise)
         x_next = x_next.detach()
         local = gamma(8) * (x.norm(dim=1) + x_next.norm(dim=1))
         for e, (xi, t, _) in enumerate(evals):
-            s_e, E_e = mlp_error_bound(model, xi, t)
+            s_e, E_e = mlp_error_bound(model, xi, t, cond)
             if e > 0:
-                E_e = E_e + gamma(3) * xi.norm(dim=1) * norm(_jacobian(model, xi, t).detach())
+                E_e = E_e + gamma(3) * xi.norm(dim=1) * norm(_jacobian(model, xi, t, cond).detach())
             Je = norm(jac[1 + e])
             local = local + Je * E_e + gamma(8) * Je * s_e.norm(dim=1)
         for j, z in enumerate(zs):
@@ -159,10 +180,9 @@ def trace_error_bound(model: ScoreMLP, x: torch.Tensor, t: float, dirs: torch.Te
     x, dirs = x.double(), dirs.double()
     n, nt, dim = dirs.shape
     with torch.no_grad():
-        tc = torch.full((n, 1), float(t), dtype=torch.float64)
         first = model.layers[0]
-        Wx, Wt = first.weight[:, :dim], first.weight[:, dim:]
-        c = first.bias + model.embed(tc) @ Wt.T
+        Wx = first.weight[:, :dim]
+        c, _ = first_layer_input(model, t, n)
         z = x @ Wx.T + c
         # primal error (norm per sample), as mlp_error_bound with the time features as inputs
         ez = (gamma(first.in_features + 1) * (x.abs() @ Wx.abs().T + c.abs())).norm(dim=1)
@@ -194,12 +214,13 @@ def trace_error_bound(model: ScoreMLP, x: torch.Tensor, t: float, dirs: torch.Te
     return tr, bound, kinked
 
 
-def sample_bound(model: ScoreMLP, sde: SDE, method: str, steps: int, options: dict, n: int, seed: int):
-    """step_error_bound for fs.sample(model, sde, n, method, steps, seed=seed, **options) with
-    eps = 1e-3 and start = 0: (float64 reference end [n, dim], per-sample bound [n])."""
+def sample_bound(model: ScoreMLP, sde: SDE, method: str, steps: int, options: dict, n: int, seed: int, cond=None):
+    """step_error_bound for fs.sample(model, sde, n, method, steps, seed=seed, cond=cond,
+    **options) with eps = 1e-3 and start = 0: (float64 reference end [n, dim], per-sample
+    bound [n])."""
     plan = make_sample_plan(model, sde, n, method, steps, 1e-3, seed, 0, options.get("snr", 0.16),
                             options.get("corrector_steps", 1), options.get("denoise", False))
     idx = np.arange(n)
     noise = lambda stream, k: torch.from_numpy(rng.normals(seed, idx, k, stream, plan.dim))  # noqa: E731
     x0 = plan.prior_std * noise(rng.STREAM_PRIOR, 0)
-    return step_error_bound(model, plan, x0, noise)
+    return step_error_bound(model, plan, x0, noise, cond)

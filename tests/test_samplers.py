@@ -114,7 +114,7 @@ def test_pack_is_cached_until_a_weight_changes():
     assert fs.pack(model) is not q
     copy = fs.ScoreMLP(2, 8, 2)
     copy.load_state_dict(model.state_dict())
-    np.testing.assert_array_equal(fs.pack(copy).weights, fs.pack(model).weights)
+    np.testing.assert_array_equal(fs.pack(copy).params, fs.pack(model).params)
 
 
 def test_declarations_bound_what_each_backend_is_handed():

@@ -27,6 +27,14 @@ def _model_dtype_device(model):
     return (p.dtype, p.device) if p is not None else (torch.get_default_dtype(), torch.device("cpu"))
 
 
+def conditioned(model, cond, dtype, device):
+    """The score s(x, t) of `model` under the condition cond [n, cond_dim] (None: model itself)."""
+    if cond is None:
+        return model
+    c = cond.to(dtype=dtype, device=device)
+    return lambda x, t: model(x, t, c)
+
+
 class _Noise:
     """Standard normals of one stream for every step, drawn NOISE_CHUNK steps at a time."""
 
@@ -47,10 +55,11 @@ class _Noise:
 
 
 @torch.no_grad()
-def sample(model, plan: SamplePlan) -> torch.Tensor:
+def sample(model, plan: SamplePlan, cond=None) -> torch.Tensor:
     """Samples [n, dim]: the prior at T, then the plan's step program (fastscore/samplers.py)
     step by step down to eps, then its final program (the denoising step) if any."""
     dtype, device = _model_dtype_device(model)
+    score = conditioned(model, cond, dtype, device)
     samples = np.arange(plan.start, plan.start + plan.n)
     z0 = rng.normals(plan.seed, samples, 0, rng.STREAM_PRIOR, plan.dim)
     x = torch.from_numpy(plan.prior_std * z0).to(dtype).to(device)
@@ -59,9 +68,9 @@ def sample(model, plan: SamplePlan) -> torch.Tensor:
     regs = registers(plan, x)
     noise = {stream: _Noise(plan, stream, dtype, device) for stream in plan.program.streams}
     for k in range(plan.steps):
-        step(model, plan, regs, k, lambda stream: noise[stream](k))
+        step(score, plan, regs, k, lambda stream: noise[stream](k))
     if plan.program.final:
-        step(model, plan, regs, plan.steps, None)
+        step(score, plan, regs, plan.steps, None)
     return regs[STATE]
 
 
@@ -83,13 +92,13 @@ def step(score, plan: SamplePlan, regs: dict, k: int, draw) -> None:
 # -- likelihood -----------------------------------------------------------------------
 
 
-def divergence(model, x: torch.Tensor, t, probe: torch.Tensor | None = None):
+def divergence(score, x: torch.Tensor, t, probe: torch.Tensor | None = None):
     """(s(x, t) [n, dim], tr ds/dx [n]). Exact: one autograd pass per dimension (seed 000's
     ``score_net_div`` does a single pass, which is exact only in 1-D). With a probe
     [n, dim] of Rademacher signs: Hutchinson's estimate probe^T (ds/dx) probe, one pass."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        s = model(x, t)
+        s = score(x, t)
         if probe is not None:
             (g,) = torch.autograd.grad((s * probe).sum(), x)
             return s.detach(), (g * probe).sum(1).detach()
@@ -100,26 +109,27 @@ def divergence(model, x: torch.Tensor, t, probe: torch.Tensor | None = None):
     return s.detach(), tr.detach()
 
 
-def _augmented(model, sde, x, t, probe):
+def _augmented(score, sde, x, t, probe):
     """Velocity of the augmented ODE [x, delta]: dx/dt = v, d delta/dt = tr dv/dx."""
-    s, tr = divergence(model, x, t, probe)
+    s, tr = divergence(score, x, t, probe)
     v = sde.drift_coeff(t) * x - 0.5 * sde.diffusion_sq(t) * s
     return v, x.shape[1] * sde.drift_coeff(t) - 0.5 * sde.diffusion_sq(t) * tr
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch.Tensor, torch.Tensor]:
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p_eps(x) [n] in nats, network evaluations per sample [n]): integrate [x, delta]
     from eps to T along the probability flow, then log p = log p_T(x_T) + delta(T) (seed
     000's ``likelihood_ode``)."""
     dtype, device = _model_dtype_device(model)
     x = x.to(dtype=dtype, device=device)
+    score = conditioned(model, cond, dtype, device)
     probe = None
     if plan.trace == "hutchinson":
         # one probe per sample for the whole solve (FFJORD's choice): the ODE stays smooth
         z = rng.rademacher(plan.seed, np.arange(x.shape[0]), 0, plan.dim)
         probe = torch.from_numpy(z).to(x.dtype).to(x.device)
     if plan.method == "rk45":
-        return _log_prob_scipy(model, sde, x, plan, probe)
+        return _log_prob_scipy(score, sde, x, plan, probe)
     tab = integrators.FIXED[plan.method]
     delta = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for k in range(plan.steps):
@@ -127,7 +137,7 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
         kx, kd = [], []
         for i in range(tab.stages):
             xi = x + h * sum(aij * kj for aij, kj in zip(tab.a[i], kx)) if i else x
-            vx, vd = _augmented(model, sde, xi, t + tab.c[i] * h, probe)
+            vx, vd = _augmented(score, sde, xi, t + tab.c[i] * h, probe)
             kx.append(vx)
             kd.append(vd)
         x = x + h * sum(bi * ki for bi, ki in zip(tab.b, kx))
@@ -136,7 +146,7 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan) -> tuple[torch
     return sde.prior_log_prob(x) + delta, nfe
 
 
-def _log_prob_scipy(model, sde, x, plan, probe):
+def _log_prob_scipy(score, sde, x, plan, probe):
     """Adaptive RK45 (Dormand–Prince) with scipy on the whole batch as one system, as
     score_sde's likelihood does (one step size for the batch, error measured over every
     sample at once, so every sample reports the batch's evaluation count)."""
@@ -145,7 +155,7 @@ def _log_prob_scipy(model, sde, x, plan, probe):
 
     def rhs(t, y):
         xt = torch.from_numpy(y[: n * dim].reshape(n, dim)).to(dtype).to(device)
-        v, d = _augmented(model, sde, xt, float(t), probe)
+        v, d = _augmented(score, sde, xt, float(t), probe)
         # a non-finite velocity fails scipy's step control only after many rejections, as an
         # unrelated "step size" error: fail now, as the kernels do
         check_finite_result(torch.cat([v, d[:, None]], dim=1), "log_prob (method 'rk45', backend 'torch')")
