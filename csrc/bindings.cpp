@@ -52,12 +52,17 @@ bool finite_all(const float* p, py::ssize_t n) {
 
 SdeParams to_sde(int kind, double p0, double p1, double T, const char* what) {
   const std::string w(what);
-  require(kind == kVP || kind == kVE || kind == kSubVP, w + ": unknown SDE kind " + std::to_string(kind));
+  require(kind >= kVP && kind <= kEDM, w + ": unknown SDE kind " + std::to_string(kind));
   require(std::isfinite(p0) && std::isfinite(p1) && std::isfinite(T) && T > 0, w + ": parameters must be finite, T > 0");
-  if (kind == kVE)
-    require(p0 > 1.0, w + ": VE sigma must be > 1");
-  else
-    require(p0 > 0.0 && p1 >= p0, w + ": need 0 < beta_min <= beta_max");
+  switch (kind) {
+    case kVE: require(p0 > 1.0, w + ": VE sigma must be > 1"); break;
+    case kCosineVP:  // theta(T) < pi/2: the schedule ends before cos theta reaches 0
+      require(p0 >= 0.0 && p0 < 1.0 && T < 1.0, w + ": cosine VP needs 0 <= s < 1, T < 1");
+      break;
+    case kGeometricVE: require(p0 > 0.0 && p1 > p0, w + ": need 0 < sigma_min < sigma_max"); break;
+    case kEDM: break;
+    default: require(p0 > 0.0 && p1 >= p0, w + ": need 0 < beta_min <= beta_max");
+  }
   return SdeParams{kind, p0, p1, T};
 }
 

@@ -8,12 +8,12 @@ from .netprog import NetProgram
 from .nn import ScoreMLP, pack
 from .train import train
 from .sampling import sample
-from .sde import SDE, SubVPSDE, VESDE, VPSDE
+from .sde import EDMSDE, SDE, CosineVPSDE, GeometricVESDE, SubVPSDE, VESDE, VPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SDE", "VPSDE", "VESDE", "SubVPSDE", "ScoreMLP", "NetProgram", "pack", "from_torch", "ImportedModel",
+    "SDE", "VPSDE", "VESDE", "SubVPSDE", "CosineVPSDE", "GeometricVESDE", "EDMSDE", "ScoreMLP", "NetProgram", "pack", "from_torch", "ImportedModel",
     "UnsupportedNetwork",
     "sample", "log_prob", "bits_per_dim", "backends", "datasets", "samplers", "train",
 ]

@@ -164,7 +164,10 @@ def from_torch(module: nn.Module, dim: int, *, signature=("x", "t"), cond_dim: i
         sigma_data: EDM's data std.
         input_mean, input_std: per-dimension z-scoring the network expects: it is fed
             (x - mean) / std.
-        check: run the parity check (``parity``) now; it raises above its bound.
+        check: run the parity check now (fastscore/parity.py): the module in float64 against
+            the packed program on a native evaluator, under the program's derived float32
+            bound; raises above it. The measured error (a fraction of the bound) is kept as
+            ``model.parity_error``.
     """
     from .plan import check_int
 
@@ -200,6 +203,8 @@ def from_torch(module: nn.Module, dim: int, *, signature=("x", "t"), cond_dim: i
     model.eval()
     lower(model)  # fails now, naming the node, if the network has something the kernels do not run
     if check:
+        from .parity import parity
+
         parity(model)
     return model
 
@@ -659,43 +664,3 @@ def lower(model: ImportedModel) -> NetProgram:
     if B != 0.0:
         score = b.binary("lane", "add", score, b.binary("lane", "mul", b.x(), b.export(B.v)))
     return b.finish(score, sde)
-
-
-def parity(model: ImportedModel, n: int = 64, seed: int = 0) -> float:
-    """Runs the original module (float64) and the packed program (the fastest native
-    evaluator here) on random inputs; returns the largest error relative to the score's
-    scale and raises above the float32 bound (csrc/include/fastscore/net.h)."""
-    from .backends import cpu
-
-    from .nn import pack
-
-    if cpu._core is None:  # TODO(issue 9): the Numba evaluator when the extension is missing
-        model.parity_error = None
-        return float("nan")
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, model.dim, generator=g, dtype=torch.float64) * 2
-    cond = torch.randn(n, model.cond_dim, generator=g, dtype=torch.float64) if model.cond_dim else None
-    worst = 0.0
-    ref64 = copy.deepcopy(model).double()
-    for t in (0.05, 0.3, 0.9):
-        with torch.no_grad():
-            want = ref64(x, t, cond)
-        got = torch.from_numpy(cpu._core.net_eval(*cpu.net_args(pack(model)), x.float().numpy(),
-                                                   None if cond is None else cond.numpy(), t))
-        scale = want.abs().max().item() + 1.0
-        err = (got.double() - want).abs().max().item() / scale
-        worst = max(worst, err)
-    bound = parity_bound(pack(model))
-    if not worst <= bound:
-        raise ValueError(f"parity check failed: the packed network differs from the module by {worst:.3g} "
-                         f"(relative), above the float32 bound {bound:.3g}")
-    model.parity_error = worst
-    return worst
-
-
-def parity_bound(prog: NetProgram) -> float:
-    """float32 rounding of a chain of dense layers: each output sums n_in products, so its
-    relative error is within n_in * 2^-24 of the sum of magnitudes; magnitudes above the
-    value's scale (cancellation) are covered by a factor of 64. Summed over the layers."""
-    dense = prog.ops[prog.ops[:, 0] == 0]
-    return 64 * float(np.sum(dense[:, 5] + 4)) * 2.0**-24 * 8

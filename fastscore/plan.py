@@ -27,7 +27,7 @@ from torch import nn
 from .netprog import NetProgram
 from .program import Program, compile_program
 from .samplers import RULES, TWEEDIE, SamplerRule, tweedie_coefficients
-from .sde import SDE
+from .sde import SDE, SDE_CLASSES
 
 SAMPLE_METHODS = tuple(RULES)
 LOG_PROB_METHODS = ("euler", "heun", "rk4", "rk45")
@@ -86,7 +86,8 @@ def check_memory(what: str, nbytes: int) -> None:
 
 def check_sde(sde) -> SDE:
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a fastscore SDE (VPSDE, VESDE, SubVPSDE), got {type(sde).__name__}")
+        raise TypeError(f"sde must be a fastscore SDE ({', '.join(c.__name__ for c in SDE_CLASSES.values())}), "
+                        f"got {type(sde).__name__}")
     return sde
 
 

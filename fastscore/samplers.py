@@ -18,7 +18,7 @@ import numpy as np
 
 from .program import Draw, Eval, Lin, Op
 from .rng import STREAM_CORRECTOR, STREAM_PREDICTOR
-from .sde import SDE, SubVPSDE, VESDE, VPSDE
+from .sde import SDE
 
 #: coefficients(sde, t [steps] float64, h, plan) -> {name: value or array over the steps}
 Coefficients = Callable[[SDE, np.ndarray, float, object], dict]
@@ -32,7 +32,7 @@ class SamplerRule:
     times: tuple[float, ...]  # evaluation times of a step, t_k - c h for c in times
     program: Callable[[object], tuple[Op, ...]]  # program(plan): the step, for the plan's options
     coefficients: Coefficients
-    sdes: tuple[type, ...] = (VPSDE, VESDE, SubVPSDE)
+    sdes: tuple[type, ...] = (SDE,)  # every linear SDE unless a rule says otherwise
     carries: tuple[str, ...] = ()  # registers kept from step to step (multistep history)
     needs_corrector: bool = False  # the program is made of corrector sweeps (corrector_steps >= 1)
 

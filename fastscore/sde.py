@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["SDE", "VPSDE", "VESDE", "SubVPSDE"]
+__all__ = ["SDE", "VPSDE", "VESDE", "SubVPSDE", "CosineVPSDE", "GeometricVESDE", "EDMSDE"]
 
 
 def _xp(t):
@@ -200,3 +200,144 @@ class VESDE(SDE):
 
     def __repr__(self):
         return f"VESDE(sigma={self.sigma}, T={self.T})"
+
+
+
+class CosineVPSDE(SDE):
+    """VP with the cosine schedule of Nichol & Dhariwal (2021) in continuous time, as
+    DPM-Solver's ``NoiseScheduleVP('cosine')``: m(t) = cos(theta(t)) / cos(theta(0)) with
+    theta(t) = pi/2 (t + s) / (1 + s), sigma(t)^2 = 1 - m(t)^2, beta(t) = -2 d log m / dt
+    = pi / (1 + s) tan(theta(t)), f = -beta / 2, g^2 = beta. beta grows without bound as
+    t -> 1, so time stops at T < 1 (DPM-Solver's 0.9946, where beta is about 370)."""
+
+    kind = 3
+
+    def __init__(self, s: float = 0.008, T: float = 0.9946):
+        self.s = float(s)
+        if not (math.isfinite(self.s) and 0.0 <= self.s < 1.0):
+            raise ValueError(f"s must be in [0, 1), got {s!r}")
+        self.T = self._check_T(T)
+        if not self.T < 1.0:
+            raise ValueError(f"T must be < 1 (beta(t) is infinite at t = 1), got {T!r}")
+
+    def _theta(self, t):
+        return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
+
+    def beta(self, t):
+        return math.pi / (1.0 + self.s) * _xp(t).tan(self._theta(t))
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+    def diffusion_sq(self, t):
+        return self.beta(t)
+
+    def mean_coeff(self, t):
+        xp = _xp(t)
+        return xp.cos(self._theta(t)) / xp.cos(self._theta(0.0 * t))
+
+    def std(self, t):
+        # 1 - m^2 = (cos^2 theta0 - cos^2 theta) / cos^2 theta0 = sin(theta - theta0) sin(theta + theta0)
+        # / cos^2 theta0, with theta - theta0 = pi/2 t / (1 + s): no cancellation near t = 0
+        xp = _xp(t)
+        th0 = self._theta(0.0 * t)
+        return xp.sqrt(xp.sin(0.5 * math.pi * t / (1.0 + self.s)) * xp.sin(self._theta(t) + th0)) / xp.cos(th0)
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+    @property
+    def params(self):
+        return (self.s, 0.0, self.T)
+
+    def __repr__(self):
+        return f"CosineVPSDE(s={self.s}, T={self.T})"
+
+
+class GeometricVESDE(SDE):
+    """score_sde's VE SDE (Song et al. 2021): sigma(t) = sigma_min (sigma_max / sigma_min)^(t/T),
+    g(t)^2 = d sigma^2 / dt = 2 sigma(t)^2 log(sigma_max / sigma_min) / T, no drift. As in
+    score_sde, sigma(t) itself is the marginal std (the perturbation at t = 0 is sigma_min)."""
+
+    kind = 4
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
+        self.sigma_min = _check_positive("sigma_min", sigma_min)
+        self.sigma_max = _check_positive("sigma_max", sigma_max)
+        if not self.sigma_max > self.sigma_min:
+            raise ValueError(f"sigma_max ({sigma_max}) must be > sigma_min ({sigma_min})")
+        self.T = self._check_T(T)
+        self._rate = math.log(self.sigma_max / self.sigma_min) / self.T  # d log sigma / dt
+
+    def drift_coeff(self, t):
+        return 0.0 * t
+
+    def diffusion_sq(self, t):
+        return 2.0 * self._rate * self.std(t) ** 2
+
+    def mean_coeff(self, t):
+        return 1.0 + 0.0 * t
+
+    def std(self, t):
+        return self.sigma_min * _xp(t).exp(self._rate * t)
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+    @property
+    def params(self):
+        return (self.sigma_min, self.sigma_max, self.T)
+
+    def __repr__(self):
+        return f"GeometricVESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T})"
+
+
+class EDMSDE(SDE):
+    """The EDM / Karras et al. (2022) schedule sigma(t) = t: x_t = x_0 + t z, no drift,
+    g(t)^2 = d sigma^2 / dt = 2 t; time runs to T = sigma_max, the prior is N(0, sigma_max^2)."""
+
+    kind = 5
+
+    def __init__(self, sigma_max: float = 80.0):
+        self.T = self._check_T(sigma_max)
+
+    def drift_coeff(self, t):
+        return 0.0 * t
+
+    def diffusion_sq(self, t):
+        return 2.0 * t
+
+    def mean_coeff(self, t):
+        return 1.0 + 0.0 * t
+
+    def std(self, t):
+        return 1.0 * t
+
+    @property
+    def prior_std(self):
+        return self.T
+
+    @property
+    def params(self):
+        return (0.0, 0.0, self.T)
+
+    def __repr__(self):
+        return f"EDMSDE(sigma_max={self.T})"
+
+
+#: every SDE, by kind code (fastscore::SdeKind)
+SDE_CLASSES = {cls.kind: cls for cls in (VPSDE, VESDE, SubVPSDE, CosineVPSDE, GeometricVESDE, EDMSDE)}
+
+
+def from_kind(kind: int, params) -> SDE:
+    """The SDE of a kind code and its packed params (p0, p1, T): the inverse of (sde.kind,
+    sde.params), for code that holds a packed SDE (network programs)."""
+    p0, p1, T = (float(v) for v in params)
+    make = {VPSDE.kind: lambda: VPSDE(p0, p1, T), SubVPSDE.kind: lambda: SubVPSDE(p0, p1, T),
+            VESDE.kind: lambda: VESDE(p0, T), CosineVPSDE.kind: lambda: CosineVPSDE(p0, T),
+            GeometricVESDE.kind: lambda: GeometricVESDE(p0, p1, T), EDMSDE.kind: lambda: EDMSDE(T)}
+    if kind not in make:
+        raise ValueError(f"unknown SDE kind {kind!r}")
+    return make[kind]()

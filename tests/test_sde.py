@@ -46,8 +46,14 @@ def _random_sdes(seed: int = 20240611):
         out.append(fs.VPSDE(bmin, bmax, T))
         out.append(fs.SubVPSDE(bmin, bmax, T))
         out.append(fs.VESDE(float(np.exp(rng.uniform(np.log(1.5), np.log(100.0)))), float(rng.uniform(0.5, 2.0))))
-    # the parameters the seeds use
-    out += [fs.VPSDE(0.1, 20.0, 1.0), fs.SubVPSDE(0.1, 20.0, 1.0), fs.VESDE(25.0, 1.0)]
+        out.append(fs.CosineVPSDE(float(rng.uniform(0.0, 0.05)), float(rng.uniform(0.5, 0.999))))
+        smin = float(np.exp(rng.uniform(np.log(1e-3), np.log(0.1))))
+        out.append(fs.GeometricVESDE(smin, smin * float(np.exp(rng.uniform(np.log(10.0), np.log(1e4)))),
+                                     float(rng.uniform(0.5, 2.0))))
+        out.append(fs.EDMSDE(float(np.exp(rng.uniform(np.log(1.0), np.log(100.0))))))
+    # the parameters the seeds and the papers use
+    out += [fs.VPSDE(0.1, 20.0, 1.0), fs.SubVPSDE(0.1, 20.0, 1.0), fs.VESDE(25.0, 1.0), fs.CosineVPSDE(),
+            fs.GeometricVESDE(0.01, 50.0), fs.EDMSDE(80.0)]
     return out
 
 
@@ -89,19 +95,21 @@ def test_header_matches_python(sde):
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_kernel_starts_at_the_data(sde):
-    """m(0) = 1 and sigma(0) = 0 *exactly* (expm1(0) = 0), in Python and in the header."""
+    """m(0) = 1 and sigma(0) = 0 *exactly* (expm1(0) = 0), in Python and in the header; score_sde's
+    geometric VE starts at sigma(0) = sigma_min by its definition."""
+    s0 = sde.sigma_min if isinstance(sde, fs.GeometricVESDE) else 0.0
     c = _core.sde_coefficients((sde.kind, *sde.params), np.zeros(1))
-    assert c[0, 2] == 1.0 and c[0, 3] == 0.0
+    assert c[0, 2] == 1.0 and c[0, 3] == s0
     for t0 in (0.0, np.zeros(3), torch.zeros(3, dtype=torch.float64)):
         m, s = sde.mean_coeff(t0), sde.std(t0)
-        assert np.all(np.asarray(m) == 1.0) and np.all(np.asarray(s) == 0.0)
+        assert np.all(np.asarray(m) == 1.0) and np.all(np.asarray(s) == s0)
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_prior_std_is_sigma_at_T_or_one(sde):
     # VE's prior N(0, sigma(T)^2) is the kernel at T when x_0 is ignored; VP and sub-VP
     # prior N(0, 1) is where m(T) x_0 + sigma(T) z tends for large int beta
-    want = float(sde.std(sde.T)) if isinstance(sde, fs.VESDE) else 1.0
+    want = float(sde.std(sde.T)) if isinstance(sde, (fs.VESDE, fs.GeometricVESDE, fs.EDMSDE)) else 1.0
     assert sde.prior_std == pytest.approx(want, rel=REL)
 
 
@@ -292,3 +300,54 @@ def test_equality_and_hash_follow_parameters():
     assert hash(fs.VPSDE(0.1, 20.0)) == hash(fs.VPSDE(0.1, 20.0))
     assert fs.VPSDE(0.1, 20.0) != fs.SubVPSDE(0.1, 20.0)  # same params, different SDE
     assert fs.VESDE(25.0) != fs.VESDE(26.0)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: fs.CosineVPSDE(s=-0.1), "s must be"),
+        (lambda: fs.CosineVPSDE(s=1.0), "s must be"),
+        (lambda: fs.CosineVPSDE(s=_NAN), "s must be"),
+        (lambda: fs.CosineVPSDE(T=1.0), "T must be < 1"),
+        (lambda: fs.CosineVPSDE(T=0.0), "T"),
+        (lambda: fs.GeometricVESDE(sigma_min=0.0), "sigma_min"),
+        (lambda: fs.GeometricVESDE(sigma_min=2.0, sigma_max=1.0), "sigma_max"),
+        (lambda: fs.GeometricVESDE(sigma_max=_NAN), "sigma_max"),
+        (lambda: fs.GeometricVESDE(T=0.0), "T"),
+        (lambda: fs.EDMSDE(0.0), "T"),
+        (lambda: fs.EDMSDE(_INF), "T"),
+    ],
+)
+def test_schedules_reject_bad_parameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_from_kind_rebuilds_the_sde(sde):
+    """(kind, params) is what the kernels and network programs hold; it names one SDE."""
+    from fastscore.sde import from_kind
+
+    assert from_kind(sde.kind, sde.params) == sde
+
+
+def test_cosine_schedule_is_nichol_and_dhariwal():
+    """alpha_bar(t) = f(t) / f(0), f(t) = cos^2(pi/2 (t + s) / (1 + s)) (their eq. 17, time in
+    [0, 1]); sigma^2 = 1 - alpha_bar; DPM-Solver's end time 0.9946."""
+    sde = fs.CosineVPSDE()
+    t = np.linspace(0.0, sde.T, 50)
+    f = lambda u: np.cos(0.5 * np.pi * (u + 0.008) / 1.008) ** 2  # noqa: E731
+    np.testing.assert_allclose(sde.mean_coeff(t) ** 2, f(t) / f(0.0), rtol=REL)
+    # 1 - alpha_bar cancels near t = 0: absolute REL there
+    np.testing.assert_allclose(sde.std(t) ** 2, 1 - f(t) / f(0.0), rtol=REL, atol=REL)
+    assert sde.T == 0.9946 and sde.params == (0.008, 0.0, 0.9946)
+
+
+def test_geometric_ve_is_score_sdes_and_edm_is_sigma_t():
+    geo = fs.GeometricVESDE(0.01, 50.0)
+    t = np.linspace(0.0, 1.0, 20)
+    np.testing.assert_allclose(geo.std(t), 0.01 * (50.0 / 0.01) ** t, rtol=REL)
+    np.testing.assert_allclose(geo.diffusion(t), geo.std(t) * np.sqrt(2 * (np.log(50.0) - np.log(0.01))), rtol=REL)
+    edm = fs.EDMSDE(80.0)
+    assert edm.T == edm.prior_std == 80.0
+    np.testing.assert_array_equal(edm.std(t), t)

@@ -39,7 +39,8 @@ from .. import integrators, rng
 from ..plan import LOG_PROB_CODES
 from ..program import DRAW, EVAL, LIN
 from . import _numba_net as netp
-from ._numba_sde import KIND_SUBVP, KIND_VE, KIND_VP, diffusion_sq, drift_coeff
+from ..sde import SDE_CLASSES
+from ._numba_sde import KIND_VP, diffusion_sq, drift_coeff
 
 LANES = 16  # samples per tile: one AVX-512 register of float32 (two AVX2 ones)
 
@@ -58,6 +59,8 @@ STREAM_PRIOR = rng.STREAM_PRIOR
 STREAM_PROBE = rng.STREAM_PROBE
 
 LP_RK45 = LOG_PROB_CODES["rk45"]
+_MAX_KIND = max(SDE_CLASSES)
+assert sorted(SDE_CLASSES) == list(range(_MAX_KIND + 1)), "SDE kinds are 0 .. n - 1"
 
 
 def _lower(rows, n: int) -> np.ndarray:
@@ -403,8 +406,8 @@ def log_prob_kernel(net, sde, x_in, cond, method, steps, eps, rtol, atol, hutchi
     """Integrates y = [x, delta] from eps to T for every sample: x_out [n, dim] = x(T),
     delta_out [n] = delta(T) (float64), nfe_out [n]. Returns the number of samples for which
     rk45 gave up (more than RK45_MAX_ATTEMPTS attempted steps)."""
-    if not (sde[0] == KIND_VP or sde[0] == KIND_VE or sde[0] == KIND_SUBVP):
-        raise ValueError("unknown SDE kind (fastscore.sde: VPSDE, VESDE, SubVPSDE)")
+    if not (0 <= sde[0] <= _MAX_KIND):
+        raise ValueError("unknown SDE kind (fastscore.sde.SDE_CLASSES)")
     if not (method == LP_RK45 or (0 <= method < FIXED_STAGES.shape[0] and FIXED_STAGES[method] > 0)):
         raise ValueError("unknown log_prob method code (fastscore.plan.LOG_PROB_CODES)")
     netp.check_opcodes(net)

@@ -18,14 +18,14 @@ from ..netprog import (BINARY, BINARY_FUNCTIONS, COPY, DENSE, INIT_ARENA, INIT_N
 from ..nn import pack
 from ..plan import LOG_PROB_CODES, TRACES, LogProbPlan, SamplePlan
 from ..program import DRAW, EVAL, LIN, MAX_REGISTERS, MAX_TERMS, OP_WIDTH
-from ..sde import SDE, VESDE, VPSDE, SubVPSDE
+from ..sde import SDE, SDE_CLASSES
 from .declares import Declares
 
 # the kernels interpret any step program (registers allocated per tile up to MAX_REGISTERS)
 # and run every likelihood method and trace; no size limits
 DECLARES = Declares(ops=frozenset({EVAL, DRAW, LIN}), max_registers=MAX_REGISTERS,
                     log_prob=frozenset(LOG_PROB_CODES), traces=frozenset(TRACES))
-SDE_KINDS = frozenset({VPSDE.kind, VESDE.kind, SubVPSDE.kind})
+SDE_KINDS = frozenset(SDE_CLASSES)
 
 _kernels = None  # the kernel module, once imported
 _import_error: str | None = None  # why importing numba / the kernels failed, if it did
