@@ -287,7 +287,7 @@ class _Lowering:
         nodes = list(gm.graph.nodes)
         self.index = {n: i for i, n in enumerate(nodes)}
         self.last_use = {n: max((self.index[u] for u in n.users), default=self.index[n]) for n in nodes}
-        self.buffer_last = {}  # lane Buffer -> the index of its last reader
+        self.buffer_last = {}  # scratch Buffer -> the index of its last reader
 
     # -- bookkeeping -------------------------------------------------------------------
 

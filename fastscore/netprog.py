@@ -105,7 +105,7 @@ class Value:
     offset: int
     n: int
     tangent: bool = False  # lane values: carries x-tangents
-    buffer: "Buffer | None" = None  # lane scratch: the allocation it lives in
+    buffer: "Buffer | None" = None  # scratch: the allocation it lives in
 
     def slice(self, start: int, n: int) -> "Value":
         return Value(self.phase, self.region, self.offset + start, n, self.tangent, self.buffer)
@@ -113,6 +113,7 @@ class Value:
 
 @dataclass(eq=False)
 class Buffer:
+    phase: str
     offset: int
     n: int
 
@@ -125,9 +126,8 @@ class _Op:
 
 @dataclass
 class Builder:
-    """Builds a NetProgram: ops per phase, the parameter buffer, and the lane arena's scratch
-    allocation (first fit, freed by the caller after a value's last use; time and cond
-    scratch is never reused: those phases run once per time value or per sample)."""
+    """Builds a NetProgram: ops per phase, the parameter buffer, and each phase's scratch
+    allocation (first fit, freed by the caller after a value's last use)."""
 
     dim: int
     cond_dim: int
@@ -135,9 +135,9 @@ class Builder:
     ops: dict = field(default_factory=lambda: {p: [] for p in PHASES})
     scratch: dict = field(default_factory=lambda: {p: 0 for p in PHASES})
     exports: dict = field(default_factory=lambda: {"time": 0, "cond": 0})
-    free: list = field(default_factory=list)  # lane scratch holes: [offset, n]
-    lane_high: int = 0  # the lane scratch's high-water mark
-    exported: dict = field(default_factory=dict)  # (phase, region, offset, n) -> its import
+    free: dict = field(default_factory=lambda: {p: [] for p in PHASES})  # scratch holes: [offset, n]
+    high: dict = field(default_factory=lambda: {p: 0 for p in PHASES})  # scratch high-water marks
+    exported: dict = field(default_factory=dict)  # (phase, region, buffer, offset, n) -> its import
     flops: int = 0
     uses_sde: bool = False
     _n_params: int = 0
@@ -151,36 +151,32 @@ class Builder:
         return Value("cond", "cond", 0, self.cond_dim)
 
     def new(self, phase: str, n: int, tangent: bool = False) -> Value:
-        if phase != "lane":
-            off = self.scratch[phase]
-            self.scratch[phase] += n
-            return Value(phase, "scratch", off, n)
-        for hole in self.free:
+        """n entries of the phase's scratch: the first free hole that fits, else the top."""
+        for hole in self.free[phase]:
             if hole[1] >= n:
-                buf = Buffer(hole[0], n)
+                buf = Buffer(phase, hole[0], n)
                 hole[0] += n
                 hole[1] -= n
-                self.free = [h for h in self.free if h[1] > 0]
-                return Value("lane", "scratch", buf.offset, n, tangent, buf)
-        buf = Buffer(self.scratch["lane"], n)
-        self.scratch["lane"] += n
-        self.lane_high = max(self.lane_high, self.scratch["lane"])
-        return Value("lane", "scratch", buf.offset, n, tangent, buf)
+                self.free[phase] = [h for h in self.free[phase] if h[1] > 0]
+                return Value(phase, "scratch", buf.offset, n, tangent, buf)
+        buf = Buffer(phase, self.scratch[phase], n)
+        self.scratch[phase] += n
+        self.high[phase] = max(self.high[phase], self.scratch[phase])
+        return Value(phase, "scratch", buf.offset, n, tangent, buf)
 
     def release(self, buf: Buffer) -> None:
-        """Returns a lane buffer to the free list (after its last reader was emitted)."""
-        self.free.append([buf.offset, buf.n])
-        self.free.sort()
+        """Returns a scratch buffer to its phase's free list (after its last reader was emitted:
+        rows run in emission order within a phase, and every phase before the next)."""
+        free = sorted(self.free[buf.phase] + [[buf.offset, buf.n]])
         merged = []
-        for off, n in self.free:
+        for off, n in free:
             if merged and merged[-1][0] + merged[-1][1] == off:
                 merged[-1][1] += n
             else:
                 merged.append([off, n])
-        top = self.scratch["lane"]
-        if merged and merged[-1][0] + merged[-1][1] == top:  # a hole at the top shrinks the arena
-            self.scratch["lane"] = merged.pop()[0]
-        self.free = merged
+        if merged and merged[-1][0] + merged[-1][1] == self.scratch[buf.phase]:  # a hole at the top shrinks it
+            self.scratch[buf.phase] = merged.pop()[0]
+        self.free[buf.phase] = merged
 
     def param(self, values) -> int:
         """Offset of `values` (float64, rounded once to float32) in the parameter buffer."""
@@ -196,7 +192,7 @@ class Builder:
         """The lane phase's view of a time or cond value (copied into the import region)."""
         if v.phase == "lane":
             return v
-        key = (v.phase, v.region, v.offset, v.n)
+        key = (v.phase, v.region, v.buffer, v.offset, v.n)  # the buffer: scratch offsets are reused
         if key in self.exported:
             return self.exported[key]
         off = self.exports[v.phase]
@@ -285,9 +281,9 @@ class Builder:
             raise ValueError(f"the network's output must depend on x and have {self.dim} entries per sample")
         n_texp, n_cexp = self.exports["time"], self.exports["cond"]
         base = {  # region -> absolute offset in its phase's arena
-            ("time", "scratch"): 0, ("time", "exports"): self.scratch["time"],
+            ("time", "scratch"): 0, ("time", "exports"): self.high["time"],
             ("cond", "cond"): 0, ("cond", "scratch"): self.cond_dim,
-            ("cond", "exports"): self.cond_dim + self.scratch["cond"],
+            ("cond", "exports"): self.cond_dim + self.high["cond"],
             ("lane", "x"): 0, ("lane", "timp"): self.dim, ("lane", "cimp"): self.dim + n_texp,
             ("lane", "scratch"): self.dim + n_texp + n_cexp,
         }
@@ -300,8 +296,8 @@ class Builder:
         return NetProgram(
             ops=np.ascontiguousarray(ops), params=np.ascontiguousarray(params, dtype=np.float32), dim=self.dim,
             cond_dim=self.cond_dim, n_time_ops=len(self.ops["time"]), n_cond_ops=len(self.ops["cond"]),
-            time_arena=self.scratch["time"] + n_texp, cond_arena=self.cond_dim + self.scratch["cond"] + n_cexp,
-            lane_arena=self.dim + n_texp + n_cexp + self.lane_high, n_texp=n_texp, n_cexp=n_cexp,
+            time_arena=self.high["time"] + n_texp, cond_arena=self.cond_dim + self.high["cond"] + n_cexp,
+            lane_arena=self.dim + n_texp + n_cexp + self.high["lane"], n_texp=n_texp, n_cexp=n_cexp,
             out=resolve(out), sde_kind=-1 if sde is None else sde.kind,
             sde_params=(0.0, 0.0, 0.0) if sde is None else tuple(float(p) for p in sde.params),
             flops_per_eval=self.flops)

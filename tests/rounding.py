@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastscore import SDE, ScoreMLP, rng
+from fastscore import SDE, ScoreMLP, pack, rng
+from fastscore.parity import evaluate
 from fastscore.backends.reference import step
 from fastscore.plan import SamplePlan, make_sample_plan
 from fastscore.program import STATE
@@ -67,6 +68,9 @@ def mlp_error_bound(model: ScoreMLP, x: torch.Tensor, t: float, cond=None) -> tu
     precomputed first-layer input c (first_layer_input)."""
     model = model.double()
     x = x.double()
+    if not isinstance(model, ScoreMLP):  # an imported network: the generic bound of its program
+        s, err = evaluate(pack(model), x, t, cond, bound=True)
+        return s, err.norm(dim=1)
     with torch.no_grad():
         first = model.layers[0]
         Wx = first.weight[:, : model.dim]
