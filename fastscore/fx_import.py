@@ -195,9 +195,7 @@ def from_torch(module: nn.Module, dim: int, *, signature=("x", "t"), cond_dim: i
         input_std = np.broadcast_to(np.asarray(input_std, dtype=np.float64), (dim,)).copy()
         if not (np.all(np.isfinite(input_mean)) and np.all(np.isfinite(input_std)) and np.all(input_std > 0)):
             raise ValueError("input_mean must be finite and input_std finite and > 0")
-    net = copy.deepcopy(module).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net = copy.deepcopy(module).eval()  # a copy: training it (fs.train) leaves the user's module as it was
     model = ImportedModel(net, dim, signature, cond_dim, time_input, time_shape, prediction,
                           sde if needs_sde else None, float(sigma_data), input_mean, input_std)
     model.eval()
