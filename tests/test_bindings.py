@@ -81,7 +81,7 @@ def _bad_headers(h, n_ops):
             ("cond_arena", 2**17), ("cond_arena", d["cond_dim"]), ("lane_arena", -1), ("lane_arena", 2**17),
             ("lane_arena", d["dim"]), ("n_texp", -1), ("n_texp", d["time_arena"] + 1), ("n_cexp", -1),
             ("n_cexp", d["cond_arena"]), ("out", -1), ("out", d["lane_arena"] - 1), ("sde_kind", -2),
-            ("sde_kind", 5), ("sde_kind", -1)]  # -1: no SDE, but the program reads sigma(t)
+            ("sde_kind", 6), ("sde_kind", -1)]  # 6: no such kind; -1: no SDE, but the program reads sigma(t)
 
 
 def test_every_binding_rejects_a_bad_header_field():
@@ -269,7 +269,7 @@ def test_likelihood_and_helper_bindings_check_their_arguments():
         lambda: core.normals(0, np.array([2**32]), 0, 1, 2),
         lambda: core.normals(0, np.array([1]), 0, 1, 0),
         lambda: core.philox(np.zeros((2, 3), np.uint32), 0),
-        lambda: core.sde_coefficients((5, 0.1, 20.0, 1.0), np.array([0.5])),
+        lambda: core.sde_coefficients((6, 0.1, 20.0, 1.0), np.array([0.5])),
     ]
     for call in bad_calls:
         with pytest.raises(ValueError):

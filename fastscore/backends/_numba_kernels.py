@@ -38,11 +38,10 @@ from numba import njit, prange
 from .. import integrators, rng
 from ..plan import LOG_PROB_CODES
 from ..program import DRAW, EVAL, LIN
-from . import _numba_net as netp
 from ..sde import SDE_CLASSES
+from . import _numba_net as netp
+from ._numba_lanes import LANES, row_copy, row_fill
 from ._numba_sde import KIND_VP, diffusion_sq, drift_coeff
-
-LANES = 16  # samples per tile: one AVX-512 register of float32 (two AVX2 ones)
 
 # -- constants and codes (frozen into the kernels with their numpy types) ------------------
 
@@ -147,7 +146,7 @@ def fill_rademacher(k0, k1, index0, dim, v):
 
 # -- sampling: the step-program interpreter (program.h, program.execute; reference.sample) ---
 #
-# `net` is the tuple (ops, params, L, sp) of numba_backend.net_args (see _numba_net). A step
+# `net` is the tuple (ops, params, params_k, L, sp) of numba_backend.net_args (see _numba_net). A step
 # program is the int32 [n_ops, OP_WIDTH] table of fastscore/program.py; coef [steps + 1,
 # n_coef] comes from plan.KernelTables, ttab [steps * n_slots + 1, n_texp] is the network's
 # time phase at each evaluation time (_numba_net.time_table).
@@ -177,26 +176,23 @@ def lin(c, op, regs, acc, dst):
 
 
 @njit(**_JIT)
-def evaluate(net, ttab, row, x, out, a):
+def evaluate(net, ttab, row, x, out, a, no_tangents):
     """out [dim, LANES] = s(x) at evaluation row `row` for a tile whose arena a already holds
-    the cond imports: the row's time imports, then the lane phase."""
-    L = net[2]
+    the cond imports: the row's time imports, then the lane phase (no_tangents: an empty
+    [0, 1, LANES] tangent buffer, allocated once per tile)."""
+    L = net[3]
     dim, n_texp, o = L[netp.DIM], L[netp.N_TEXP], L[netp.OUT]
     for j in range(n_texp):
-        v = ttab[row, j]
-        for lane in range(LANES):
-            a[dim + j, lane] = v
+        row_fill(a, dim + j, ttab[row, j])
     for d in range(dim):
-        for lane in range(LANES):
-            a[d, lane] = x[d, lane]
-    netp.run_lane_phase(net, a, np.empty((0, 1, LANES), dtype=np.float32), 0)
+        row_copy(a, d, x, d)
+    netp.run_lane_phase(net, a, no_tangents, 0)
     for d in range(dim):
-        for lane in range(LANES):
-            out[d, lane] = a[o + d, lane]
+        row_copy(out, d, a, o + d)
 
 
 @njit(**_JIT)
-def run_ops(net, ops, first, last, k, n_slots, coef, ttab, k0, k1, index0, regs, acc, a):
+def run_ops(net, ops, first, last, k, n_slots, coef, ttab, k0, k1, index0, regs, acc, a, no_tangents):
     """Rows [first, last) of the program for step k (k == steps: the final program) on a
     tile's registers regs [n_registers, dim, LANES] (program.h ``run_ops``):
     Eval [EVAL, dst, src, slot]: dst <- s(src) at evaluation row k * n_slots + slot;
@@ -209,7 +205,7 @@ def run_ops(net, ops, first, last, k, n_slots, coef, ttab, k0, k1, index0, regs,
         code = op[0]
         dst = regs[op[1]]
         if code == EVAL:
-            evaluate(net, ttab, k * n_slots + op[3], regs[op[2]], dst, a)
+            evaluate(net, ttab, k * n_slots + op[3], regs[op[2]], dst, a, no_tangents)
         elif code == DRAW:
             fill_normals(k0, k1, index0, k, op[2], dim, dst)
         elif code == LIN:
@@ -241,16 +237,17 @@ def sample_kernel(net, ops, n_body, n_slots, n_registers, coef, times, prior_std
         index0 = start + first
         regs = np.zeros((n_registers, dim, LANES), dtype=np.float32)
         acc = np.empty((dim, LANES), dtype=np.float32)
-        a = np.zeros((net[2][netp.LANE_ARENA], LANES), dtype=np.float32)
+        a = np.zeros((net[3][netp.LANE_ARENA], LANES), dtype=np.float32)
         netp.import_conds(net, cond, first, count, a)
+        no_tangents = np.empty((0, 1, LANES), dtype=np.float32)
         x = regs[0]
         fill_normals(k0, k1, index0, 0, STREAM_PRIOR, dim, x)
         for d in range(dim):
             for lane in range(LANES):
                 x[d, lane] = x[d, lane] * prior
         for k in range(steps):
-            run_ops(net, ops, 0, n_body, k, n_slots, coef, ttab, k0, k1, index0, regs, acc, a)
-        run_ops(net, ops, n_body, n_ops, steps, n_slots, coef, ttab, k0, k1, index0, regs, acc, a)
+            run_ops(net, ops, 0, n_body, k, n_slots, coef, ttab, k0, k1, index0, regs, acc, a, no_tangents)
+        run_ops(net, ops, n_body, n_ops, steps, n_slots, coef, ttab, k0, k1, index0, regs, acc, a, no_tangents)
         for lane in range(count):
             for d in range(dim):
                 out[first + lane, d] = x[d, lane]
@@ -266,14 +263,14 @@ def net_eval_kernel(net, x, cond, t, out):
     for tile in prange((n + LANES - 1) // LANES):
         first = tile * LANES
         count = min(LANES, n - first)
-        a = np.zeros((net[2][netp.LANE_ARENA], LANES), dtype=np.float32)
+        a = np.zeros((net[3][netp.LANE_ARENA], LANES), dtype=np.float32)
         netp.import_conds(net, cond, first, count, a)
         xt = np.zeros((dim, LANES), dtype=np.float32)
         for lane in range(count):
             for d in range(dim):
                 xt[d, lane] = x[first + lane, d]
         st = np.empty((dim, LANES), dtype=np.float32)
-        evaluate(net, ttab, 0, xt, st, a)
+        evaluate(net, ttab, 0, xt, st, a, np.empty((0, 1, LANES), dtype=np.float32))
         for lane in range(count):
             for d in range(dim):
                 out[first + lane, d] = st[d, lane]
@@ -290,7 +287,7 @@ def _workspace(net, nt):
     """Scratch of one tile: the lane arena a [lane_arena, LANES] and its tangents dT [nt,
     lane_arena, LANES] (float32), the time arena ta [time_arena], and per lane the float64
     score s [dim, LANES], trace tr, and coefficients f, q [LANES]."""
-    L = net[2]
+    L = net[3]
     la = L[netp.LANE_ARENA]
     return (np.zeros((la, LANES), dtype=np.float32), np.zeros((nt, la, LANES), dtype=np.float32),
             np.zeros(max(L[netp.TIME_ARENA], 1)), np.empty((L[netp.DIM], LANES)), np.empty(LANES),
@@ -304,7 +301,7 @@ def score_trace_lanes(net, sde, ts, y, dirs, ws):
     also ws's f, q = drift f(t) and 1/2 g(t)^2 per lane. The time phase and the coefficients
     run once per distinct time in the tile (always once for fixed steps); the cond imports
     must already be in ws's arena. Tangents go through the same rows as the values."""
-    L = net[2]
+    L = net[3]
     kind, p0, p1, T = sde
     a, dT, ta, s, tr, fco, qco = ws
     dim, n_texp, o = L[netp.DIM], L[netp.N_TEXP], L[netp.OUT]

@@ -2,9 +2,10 @@
 csrc/include/fastscore/net.h. The time and cond phases run in float64 on one value per slot
 (``run_scalar``); the lane phase in float32 on [arena, LANES] tiles with optional forward-mode
 tangents dT [nt, arena, LANES] (``run_lanes``; elementwise functions are evaluated in float64
-and rounded once). A network reaches the kernels as the tuple ``net = (ops, params, L, sp)``:
-L the int64 layout (the indices below, NetProgram.header's order) and sp the float64
-parameters of the network's own SDE. Rows are validated before any kernel runs
+and rounded once). A network reaches the kernels as the tuple ``net = (ops, params, params_k,
+L, sp)``: params_k the parameters with every dense block k-major (the lane phase's copy, so a
+dense row is one ``accumulate`` of _numba_lanes), L the int64 layout (the indices below,
+NetProgram.header's order) and sp the float64 parameters of the network's own SDE. Rows are validated before any kernel runs
 (numba_backend.check_net), so these loops index without checks."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 from numba import njit
 
 from . import _numba_sde as sde_fn
-from ..netprog import (BINARY, BINARY_FUNCTIONS, COPY, DENSE, INIT_ARENA, INIT_PARAM, MODE_PARAM_SCALAR,
+from ._numba_lanes import accumulate, row_copy, row_fill, row_relu
+from ..netprog import (BINARY, BINARY_FUNCTIONS, COPY, DENSE, INIT_ARENA, INIT_NONE, INIT_PARAM, MODE_PARAM_SCALAR,
                        MODE_PARAM_VECTOR, MODE_SCALAR, MODE_VECTOR, NORM, SDE_FUNCTIONS, SDE_OP, UNARY,
                        UNARY_FUNCTIONS)
 
@@ -176,30 +178,35 @@ def _norm_scalar(a, params, op, n):
 
 
 @njit(**_JIT)
-def run_lanes(ops, params, first, last, a, dT, nt):
-    """The lane phase on a float32 tile a [arena, LANES] (weights out-major, as packed). With
-    nt > 0, rows whose result carries tangents propagate dT [nt, arena, LANES] (net.h run_net)."""
+def run_lanes(ops, params, params_k, first, last, a, dT, nt):
+    """The lane phase on a float32 tile a [arena, LANES] (dense weights from the k-major
+    params_k). With nt > 0, rows whose result carries tangents propagate dT [nt, arena,
+    LANES] (net.h run_net)."""
     lanes = a.shape[1]
     for i in range(first, last):
-        op = ops[i]
+        op = (ops[i, 0], ops[i, 1], ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5], ops[i, 6], ops[i, 7], ops[i, 8])
         code, dst, n, tan = op[0], op[1], op[4], op[8]
         do_t = nt > 0 and (tan & TANGENT_DST) != 0
         ta = (tan & TANGENT_A) != 0
         tb = (tan & TANGENT_B) != 0
         if code == DENSE:
             n_in, w, init = op[5], op[6], op[7]
-            for j in range(n):
-                _dense_row(a, a, params, w + j * n_in, n_in, op[2], dst + j, init, op[3] + j, lanes)
+            _dense(params_k, w, params, init, op[3], a, op[2], dst, n_in, n)
             if do_t:
                 for d in range(nt):
                     dd = dT[d]
-                    for j in range(n):
-                        if ta:
-                            _dense_row(dd, dd, params, w + j * n_in, n_in, op[2], dst + j,
-                                       INIT_ARENA if (init == INIT_ARENA and tb) else -1, op[3] + j, lanes)
-                        else:
-                            for lane in range(lanes):
-                                dd[dst + j, lane] = dd[op[3] + j, lane] if (init == INIT_ARENA and tb) else 0
+                    if ta:
+                        _dense(params_k, w, params, INIT_ARENA if (init == INIT_ARENA and tb) else INIT_NONE, op[3],
+                               dd, op[2], dst, n_in, n)
+                    else:
+                        for j in range(n):
+                            if init == INIT_ARENA and tb:
+                                row_copy(dd, dst + j, dd, op[3] + j)
+                            else:
+                                row_fill(dd, dst + j, np.float32(0))
+        elif code == UNARY and op[5] == RELU and not do_t:
+            for j in range(n):
+                row_relu(a, dst + j, a, op[2] + j)
         elif code == UNARY:
             p = params[op[6]:op[6] + 2].astype(np.float64)
             for j in range(n):
@@ -244,23 +251,17 @@ def run_lanes(ops, params, first, last, a, dT, nt):
 
 
 @njit(**_JIT)
-def _dense_row(src, out, params, w, n_in, s0, j, init, b, lanes):
-    """out[j, :] = init + sum_k W[k] src[s0 + k, :] for one output row, in float32, k in order
-    (init: INIT_PARAM params[b], INIT_ARENA out[b, :], else 0)."""
-    acc = np.empty(lanes, dtype=np.float32)
-    for lane in range(lanes):
+def _dense(params_k, w, params, init, b, a, s0, d0, n_in, n):
+    """a[d0 + j, :] = init(j) + sum_k W[j, k] a[s0 + k, :], j < n, in float32, k in order
+    (init: INIT_PARAM params[b + j], INIT_ARENA a[b + j, :], else 0); W^T k-major at params_k[w:]."""
+    for j in range(n):
         if init == INIT_PARAM:
-            acc[lane] = params[b]
+            row_fill(a, d0 + j, params[b + j])
         elif init == INIT_ARENA:
-            acc[lane] = out[b, lane]
+            row_copy(a, d0 + j, a, b + j)
         else:
-            acc[lane] = 0
-    for k in range(n_in):
-        wk = params[w + k]
-        for lane in range(lanes):
-            acc[lane] += wk * src[s0 + k, lane]
-    for lane in range(lanes):
-        out[j, lane] = acc[lane]
+            row_fill(a, d0 + j, np.float32(0))
+    accumulate(params_k, w, a, s0, n_in, a, d0, n)
 
 
 @njit(**_JIT)
@@ -312,7 +313,7 @@ def _norm_lanes(a, dT, params, op, n, nt):
 def check_opcodes(net):
     """Raises for an opcode the interpreter does not know (kernels call this before their
     parallel region: an exception raised inside one cannot reach Python intact)."""
-    ops, L = net[0], net[2]
+    ops, L = net[0], net[3]
     for i in range(ops.shape[0]):
         code = ops[i, 0]
         if not (code == DENSE or code == UNARY or code == BINARY or code == NORM or code == COPY
@@ -323,7 +324,7 @@ def check_opcodes(net):
 @njit(**_JIT)
 def run_time(net, t, ta):
     """The time phase at t on the float64 arena ta [time_arena]; exports at time_export(L)."""
-    ops, params, L, sp = net
+    ops, params, params_k, L, sp = net
     run_scalar(ops, params, 0, L[N_TIME_OPS], t, ta, L[SDE_KIND], sp)
 
 
@@ -335,7 +336,7 @@ def time_export(L):
 @njit(**_JIT)
 def time_table(net, times):
     """[rows, n_texp] float32: the time phase's exports at each of times, rounded once."""
-    L = net[2]
+    L = net[3]
     out = np.empty((times.shape[0], L[N_TEXP]), dtype=np.float32)
     ta = np.zeros(max(L[TIME_ARENA], 1))
     e = time_export(L)
@@ -350,7 +351,7 @@ def time_table(net, times):
 def import_cond(net, c, ca, a, lane):
     """The cond phase on one sample's condition c [cond_dim] (float64 scratch ca [cond_arena]);
     its exports, rounded once, into the lane arena's cond imports of `lane`."""
-    ops, params, L, sp = net
+    ops, params, params_k, L, sp = net
     for j in range(L[COND_DIM]):
         ca[j] = c[j]
     run_scalar(ops, params, L[N_TIME_OPS], L[N_TIME_OPS] + L[N_COND_OPS], 0.0, ca, L[SDE_KIND], sp)
@@ -362,7 +363,7 @@ def import_cond(net, c, ca, a, lane):
 @njit(**_JIT)
 def import_conds(net, cond, first, count, a):
     """Cond imports of samples first .. first + count - 1 (cond [n, cond_dim]) into tile a."""
-    L = net[2]
+    L = net[3]
     if L[COND_DIM] == 0 and L[N_CEXP] == 0:
         return
     ca = np.zeros(max(L[COND_ARENA], 1))
@@ -374,5 +375,5 @@ def import_conds(net, cond, first, count, a):
 def run_lane_phase(net, a, dT, nt):
     """The lane phase on tile a [lane_arena, LANES] (x and the imports in place); the score is
     then at rows L[OUT] .. L[OUT] + dim."""
-    ops, params, L, sp = net
-    run_lanes(ops, params, L[N_TIME_OPS] + L[N_COND_OPS], ops.shape[0], a, dT, nt)
+    ops, params, params_k, L, sp = net
+    run_lanes(ops, params, params_k, L[N_TIME_OPS] + L[N_COND_OPS], ops.shape[0], a, dT, nt)

@@ -125,10 +125,16 @@ def check_net(p: NetProgram) -> None:
 
 
 def net_args(p: NetProgram) -> tuple:
-    """A checked network program as the kernels take it: (ops, params, L, sp) (_numba_net)."""
+    """A checked network program as the kernels take it: (ops, params, params_k, L, sp)
+    (_numba_net), params_k with every dense block k-major (as the C++ kernels' copy)."""
     check_net(p)
     L = np.array(p.header()[:11], dtype=np.int64)
-    return (np.ascontiguousarray(p.ops), np.ascontiguousarray(p.params), L, np.array(p.sde_params, dtype=np.float64))
+    params_k = p.params.copy()
+    for op in p.ops[p.ops[:, 0] == DENSE]:
+        n_out, n_in, w = int(op[4]), int(op[5]), int(op[6])
+        params_k[w:w + n_out * n_in] = p.params[w:w + n_out * n_in].reshape(n_out, n_in).T.ravel()
+    return (np.ascontiguousarray(p.ops), np.ascontiguousarray(p.params), params_k, L,
+            np.array(p.sde_params, dtype=np.float64))
 
 
 def cond_args(p: NetProgram, cond, n: int) -> np.ndarray:

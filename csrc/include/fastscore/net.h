@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "common.h"
 #include "lanes.h"
@@ -89,70 +90,97 @@ FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_o
   }
 }
 
-// f(x) and, if slope != nullptr, f'(x). p: f's parameters. Unknown codes give NaN (device
-// code cannot throw; the bindings reject them first).
-template <class V>
-FS_HD V unary(int fn, const float* p, V x, V* slope) {
+// f(x) and, if slope != nullptr, f'(x), for the unary function Fn (a compile-time code, so a
+// row's loop is specialised per function: no dispatch per element). p: f's parameters.
+template <int Fn, class V>
+FS_HD V unary_fn(const float* p, V x, V* slope) {
   using M = LaneMath<V>;
   const V zero{}, one = zero + 1.0f;
   V f, d;
-  switch (fn) {
-    case kRelu: f = x > 0.0f ? x : zero; d = x > 0.0f ? one : zero; break;
-    case kLeakyRelu: f = x > 0.0f ? x : p[0] * x; d = x > 0.0f ? one : zero + p[0]; break;
-    case kSilu: {
-      const V s = one / (one + M::exp(-x));
-      f = x * s;
-      d = s * (one + x * (one - s));
-      break;
-    }
-    case kGelu: {  // x Phi(x)
-      const V cdf = 0.5f * (one + M::erf(x * 0.70710678118654752f));
-      f = x * cdf;
-      d = cdf + x * 0.39894228040143268f * M::exp(-0.5f * x * x);
-      break;
-    }
-    case kGeluTanh: {
-      const V u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
-      const V th = M::tanh(u);
-      f = 0.5f * x * (one + th);
-      d = 0.5f * (one + th) + 0.5f * x * (one - th * th) * 0.79788456080286536f * (one + 0.134145f * x * x);
-      break;
-    }
-    case kTanh: f = M::tanh(x); d = one - f * f; break;
-    case kSigmoid: f = one / (one + M::exp(-x)); d = f * (one - f); break;
-    case kElu: {
-      const V e = M::expm1(x < 0.0f ? x : zero);
-      f = x > 0.0f ? x : p[0] * e;
-      d = x > 0.0f ? one : p[0] * (e + one);
-      break;
-    }
-    case kSoftplus: {  // torch: x where beta x > threshold, else log1p(exp(beta x)) / beta
-      const V bx = p[0] * x, ab = bx < 0.0f ? -bx : bx;
-      const V sp = ((bx > 0.0f ? bx : zero) + M::log1p(M::exp(-ab))) / p[0];
-      f = bx > p[1] ? x : sp;
-      d = bx > p[1] ? one : one / (one + M::exp(-bx));
-      break;
-    }
-    case kMish: {  // x tanh(softplus(x))
-      const V ax = x < 0.0f ? -x : x;
-      const V sp = (x > 0.0f ? x : zero) + M::log1p(M::exp(-ax));
-      const V th = M::tanh(sp);
-      f = x * th;
-      d = th + x * (one - th * th) * (one / (one + M::exp(-x)));
-      break;
-    }
-    case kSin: f = M::sin(x); d = M::cos(x); break;
-    case kCos: f = M::cos(x); d = -M::sin(x); break;
-    case kExp: f = M::exp(x); d = f; break;
-    case kLog: f = M::log(x); d = one / x; break;
-    case kSqrt: f = M::sqrt(x); d = 0.5f / f; break;
-    case kNeg: f = -x; d = zero - 1.0f; break;
-    case kReciprocal: f = one / x; d = -(f * f); break;
-    case kSquare: f = x * x; d = 2.0f * x; break;
-    default: f = zero + NAN; d = f;
+  if constexpr (Fn == kRelu) {
+    f = x > 0.0f ? x : zero;
+    d = x > 0.0f ? one : zero;
+  } else if constexpr (Fn == kLeakyRelu) {
+    f = x > 0.0f ? x : p[0] * x;
+    d = x > 0.0f ? one : zero + p[0];
+  } else if constexpr (Fn == kSilu) {
+    const V s = one / (one + M::exp(-x));
+    f = x * s;
+    d = s * (one + x * (one - s));
+  } else if constexpr (Fn == kGelu) {  // x Phi(x)
+    const V cdf = 0.5f * (one + M::erf(x * 0.70710678118654752f));
+    f = x * cdf;
+    d = cdf + x * 0.39894228040143268f * M::exp(-0.5f * x * x);
+  } else if constexpr (Fn == kGeluTanh) {
+    const V u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+    const V th = M::tanh(u);
+    f = 0.5f * x * (one + th);
+    d = 0.5f * (one + th) + 0.5f * x * (one - th * th) * 0.79788456080286536f * (one + 0.134145f * x * x);
+  } else if constexpr (Fn == kTanh) {
+    f = M::tanh(x);
+    d = one - f * f;
+  } else if constexpr (Fn == kSigmoid) {
+    f = one / (one + M::exp(-x));
+    d = f * (one - f);
+  } else if constexpr (Fn == kElu) {
+    const V e = M::expm1(x < 0.0f ? x : zero);
+    f = x > 0.0f ? x : p[0] * e;
+    d = x > 0.0f ? one : p[0] * (e + one);
+  } else if constexpr (Fn == kSoftplus) {  // torch: x where beta x > threshold, else log1p(exp(beta x)) / beta
+    const V bx = p[0] * x, ab = bx < 0.0f ? -bx : bx;
+    const V sp = ((bx > 0.0f ? bx : zero) + M::log1p(M::exp(-ab))) / p[0];
+    f = bx > p[1] ? x : sp;
+    d = bx > p[1] ? one : one / (one + M::exp(-bx));
+  } else if constexpr (Fn == kMish) {  // x tanh(softplus(x))
+    const V ax = x < 0.0f ? -x : x;
+    const V sp = (x > 0.0f ? x : zero) + M::log1p(M::exp(-ax));
+    const V th = M::tanh(sp);
+    f = x * th;
+    d = th + x * (one - th * th) * (one / (one + M::exp(-x)));
+  } else if constexpr (Fn == kSin) {
+    f = M::sin(x);
+    d = M::cos(x);
+  } else if constexpr (Fn == kCos) {
+    f = M::cos(x);
+    d = -M::sin(x);
+  } else if constexpr (Fn == kExp) {
+    f = M::exp(x);
+    d = f;
+  } else if constexpr (Fn == kLog) {
+    f = M::log(x);
+    d = one / x;
+  } else if constexpr (Fn == kSqrt) {
+    f = M::sqrt(x);
+    d = 0.5f / f;
+  } else if constexpr (Fn == kNeg) {
+    f = -x;
+    d = zero - 1.0f;
+  } else if constexpr (Fn == kReciprocal) {
+    f = one / x;
+    d = -(f * f);
+  } else {
+    static_assert(Fn == kSquare, "unknown unary function");
+    f = x * x;
+    d = 2.0f * x;
   }
   if (slope) *slope = d;
   return f;
+}
+
+// Calls body(std::integral_constant<int, fn>{}) for the runtime code fn (one dispatch per row);
+// unknown codes (rejected by the bindings) call none and return false.
+template <class Body>
+FS_HD bool with_unary(int fn, Body&& body) {
+  switch (fn) {
+#define FS_UNARY_CASE(F) \
+  case F: body(std::integral_constant<int, F>{}); return true;
+    FS_UNARY_CASE(kRelu) FS_UNARY_CASE(kLeakyRelu) FS_UNARY_CASE(kSilu) FS_UNARY_CASE(kGelu)
+    FS_UNARY_CASE(kGeluTanh) FS_UNARY_CASE(kTanh) FS_UNARY_CASE(kSigmoid) FS_UNARY_CASE(kElu)
+    FS_UNARY_CASE(kSoftplus) FS_UNARY_CASE(kMish) FS_UNARY_CASE(kSin) FS_UNARY_CASE(kCos) FS_UNARY_CASE(kExp)
+    FS_UNARY_CASE(kLog) FS_UNARY_CASE(kSqrt) FS_UNARY_CASE(kNeg) FS_UNARY_CASE(kReciprocal) FS_UNARY_CASE(kSquare)
+#undef FS_UNARY_CASE
+    default: return false;
+  }
 }
 
 template <class V>
@@ -240,18 +268,23 @@ FS_HD void run_net(const Net& net, int first, int last, double t, V* a, Tangents
       case kUnary: {
         const float* p = P + op[6];
         const V* x = a + op[2];
-        if (!tan) {
-          for (int j = 0; j < n; ++j) dst[j] = unary<V>(op[5], p, x[j], nullptr);
-          break;
-        }
-        for (int j = 0; j < n; ++j) {
-          V s;
-          dst[j] = unary<V>(op[5], p, x[j], &s);
-          for (int d = 0; d < tg.nt; ++d) {
-            V* dt = tg.dT + (size_t)d * tg.stride;
-            dt[op[1] + j] = ta ? s * dt[op[2] + j] : V{};
+        const bool known = with_unary(op[5], [&](auto fn) {
+          constexpr int F = decltype(fn)::value;
+          if (!tan) {
+            for (int j = 0; j < n; ++j) dst[j] = unary_fn<F, V>(p, x[j], nullptr);
+            return;
           }
-        }
+          for (int j = 0; j < n; ++j) {
+            V s;
+            dst[j] = unary_fn<F, V>(p, x[j], &s);
+            for (int d = 0; d < tg.nt; ++d) {
+              V* dt = tg.dT + (size_t)d * tg.stride;
+              dt[op[1] + j] = ta ? s * dt[op[2] + j] : V{};
+            }
+          }
+        });
+        if (!known)
+          for (int j = 0; j < n; ++j) dst[j] = V{} + NAN;
         break;
       }
       case kBinary: {
