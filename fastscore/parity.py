@@ -102,18 +102,58 @@ def evaluate(prog: NetProgram, x: torch.Tensor, t, cond=None, bound: bool = Fals
     """(s [n, dim], err [n, dim] or None): the program run in float64 on x [n, dim] at time t
     (a float or [n]) with cond [n, cond_dim]; with bound=True, err bounds the componentwise
     error of a float32 kernel running it on the same (float32) x (module docstring)."""
+    out, perturbations, _ = _run(prog, x, t, cond, bound, None)
+    if not bound:
+        return out.detach(), None
+    err = torch.zeros_like(out)
+    deltas = [d for d, _ in perturbations]
+    for j in range(prog.dim):
+        grads = torch.autograd.grad(out[:, j].sum(), deltas, retain_graph=j + 1 < prog.dim, allow_unused=True)
+        for g, (_, rho) in zip(grads, perturbations):
+            if g is not None:
+                err[:, j] += (g.abs() * rho).sum(tuple(range(1, g.dim())))
+    return out.detach(), err
+
+
+def trace(prog: NetProgram, x: torch.Tensor, t, dirs: torch.Tensor, cond=None):
+    """(tr [n], err [n]): sum_i dir_i . (ds/dx) dir_i by the program's forward-mode tangents
+    (the rows' tangent flags, as the kernels run them) in float64, for directions dirs
+    [n, nt, dim] (unit vectors: the exact trace), and the bound on a float32 kernel's error.
+    Tangent rows round like their values (dense gamma_{n_in + 1} |W| |da|, a slope times a
+    tangent (8 + 1) u, products gamma_3, quotients gamma_4, the layer norm's means), the
+    primal's rounding moves the slopes (autograd through the float64 tangents sees it), and
+    the final dot product adds gamma_{nt dim} of its terms."""
+    dirs = dirs.double()
+    out, perturbations, dout = _run(prog, x, t, cond, True, dirs)
+    terms = dirs * dout.transpose(1, 2)  # [n, nt, dim]
+    tr = terms.sum((1, 2))
+    err = gamma(terms.shape[1] * terms.shape[2]) * terms.abs().sum((1, 2)).detach()
+    deltas = [d for d, _ in perturbations]
+    grads = torch.autograd.grad(tr.sum(), deltas, allow_unused=True)
+    for g, (_, rho) in zip(grads, perturbations):
+        if g is not None:
+            err = err + (g.abs() * rho).sum(tuple(range(1, g.dim())))
+    return tr.detach(), err
+
+
+def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):
+    """The program in float64: (output [n, dim], [(zero perturbation, rounding bound)] per row
+    and tangent row, output tangents [n, dim, nt] or None)."""
     x = x.double()
     n = x.shape[0]
     t = torch.as_tensor(t, dtype=torch.float64).expand(n) if not torch.is_tensor(t) or t.dim() == 0 else t.double()
     P = torch.from_numpy(prog.params.astype(np.float64))
     arenas = {"time": _Arena(prog.time_arena, n), "cond": _Arena(prog.cond_arena, n), "lane": _Arena(prog.lane_arena, n)}
+    tan = None if dirs is None else _Arena(prog.lane_arena, n)
     if prog.cond_dim:
         arenas["cond"].write(0, cond.double())
     arenas["lane"].write(0, x)
+    if tan is not None:
+        tan.write(0, dirs.transpose(1, 2))  # column d: [n, nt]
     lane0 = prog.n_time_ops + prog.n_cond_ops
     perturbations = []  # (zero perturbation, rounding bound) per row
     for i, op in enumerate(prog.ops.tolist()):
-        code, dst, a, b, k, p0, p1, p2, _ = op
+        code, dst, a, b, k, p0, p1, p2, flags = op
         phase = "time" if i < prog.n_time_ops else "lane" if i >= lane0 else "cond"
         ar = arenas[phase]
         u = U32 if phase == "lane" else U64
@@ -152,7 +192,8 @@ def evaluate(prog: NetProgram, x: torch.Tensor, t, cond=None, bound: bool = Fals
             g = P[p0:p0 + k] if p0 >= 0 else torch.ones(k, dtype=torch.float64)
             be = P[p1:p1 + k] if p1 >= 0 else torch.zeros(k, dtype=torch.float64)
             eps = float(P[b])
-            y = (src - src.mean(1, keepdim=True)) / torch.sqrt(src.var(1, unbiased=False, keepdim=True) + eps)
+            inv = 1.0 / torch.sqrt(src.var(1, unbiased=False, keepdim=True) + eps)
+            y = (src - src.mean(1, keepdim=True)) * inv
             r = y * g + be
             if phase == "lane":
                 rho = _norm_rounding(src, y.detach(), g, be, eps)
@@ -166,6 +207,13 @@ def evaluate(prog: NetProgram, x: torch.Tensor, t, cond=None, bound: bool = Fals
             rho = U32 * r.abs() if phase != "lane" else None  # an export: rounded on import
         else:
             raise ValueError(f"unknown opcode {code} in row {i}")
+        if tan is not None and flags & 4:
+            dr, rho_t = _tangent(code, op, locals(), tan, n)
+            if bound:
+                delta = torch.zeros_like(dr, requires_grad=True)
+                perturbations.append((delta, rho_t.detach()))
+                dr = dr + delta
+            tan.write(dst, dr)
         if bound and rho is not None:
             delta = torch.zeros_like(r, requires_grad=True)
             perturbations.append((delta, rho.detach()))
@@ -174,16 +222,55 @@ def evaluate(prog: NetProgram, x: torch.Tensor, t, cond=None, bound: bool = Fals
         if phase != "lane" and i + 1 == (prog.n_time_ops if phase == "time" else lane0):
             _import(prog, arenas, phase)
     out = arenas["lane"].read(prog.out, prog.dim)
-    if not bound:
-        return out.detach(), None
-    err = torch.zeros(n, prog.dim, dtype=torch.float64)
-    deltas = [d for d, _ in perturbations]
-    for j in range(prog.dim):
-        grads = torch.autograd.grad(out[:, j].sum(), deltas, retain_graph=j + 1 < prog.dim, allow_unused=True)
-        for g, (_, rho) in zip(grads, perturbations):
-            if g is not None:
-                err[:, j] += (g.abs() * rho).sum(1)
-    return out.detach(), err
+    return out, perturbations, None if tan is None else tan.read(prog.out, prog.dim)
+
+
+def _tangent(code: int, op: list, v: dict, tan: _Arena, n: int):
+    """(tangents [n, k, nt] of a lane row's result, their float32 rounding bound), from the
+    row's operands' tangents where its flags say they carry them (net.h run_net); v: the
+    row's primal values (its locals in _run)."""
+    _, dst, a, b, k, p0, p1, p2, flags = op
+    ta, tb = bool(flags & 1), bool(flags & 2)
+    nt = tan.cols[0].shape[1]
+    read = lambda off, m, has: tan.read(off, m) if has else torch.zeros(n, m, nt, dtype=torch.float64)  # noqa: E731
+    if code == DENSE:
+        W = v["W"]
+        da, dinit = read(a, p0, ta), read(b, k, p2 == INIT_ARENA and tb)
+        dr = dinit + torch.einsum("jk,nkd->njd", W, da)
+        return dr, gamma(p0 + 1) * (torch.einsum("jk,nkd->njd", W.abs(), da.abs()) + dinit.abs())
+    if code == UNARY:
+        src, p = v["src"], v["P"][p1:p1 + 2]
+        z = src if src.requires_grad else src.detach().requires_grad_(True)
+        with torch.enable_grad():  # the elementwise slope f'(src), itself differentiable in src
+            (slope,) = torch.autograd.grad(_unary(_UNARY[p0], z, p).sum(), z, create_graph=True)
+        dr = slope[..., None] * read(a, k, ta)
+        return dr, (TRANSCENDENTAL_ULPS + 1) * U32 * dr.abs()
+    if code == BINARY:
+        A, B = (o.expand(n, k)[..., None] for o in v["ops"])
+        lens = [1 if m in (MODE_SCALAR, MODE_PARAM_SCALAR) else k for m in (p1, p2)]
+        da, db = read(a, lens[0], ta).expand(n, k, nt), read(b, lens[1], tb).expand(n, k, nt)
+        fn = _BINARY[p0]
+        if fn in ("add", "sub"):
+            dr = da + db if fn == "add" else da - db
+            return dr, U32 * dr.abs()
+        if fn == "mul":
+            return da * B + A * db, gamma(3) * ((da * B).abs() + (A * db).abs())
+        r = v["r"][..., None]
+        return (da - r * db) / B, gamma(4) * (da.abs() + (r * db).abs()) / B.abs()
+    if code == NORM:
+        y, inv, g = v["y"][..., None], v["inv"][..., None], v["g"][None, :, None]
+        dx = read(a, k, ta)
+        m1 = dx.mean(1, keepdim=True)
+        m2 = (y * dx).mean(1, keepdim=True)
+        dr = (dx - m1 - y * m2) * inv * g
+        rho = g.abs() * inv * (gamma(k) * dx.abs().mean(1, keepdim=True)
+                               + y.abs() * gamma(k + 1) * (y * dx).abs().mean(1, keepdim=True)
+                               + gamma(4) * (dx.abs() + m1.abs() + (y * m2).abs())) + U32 * dr.abs()
+        return dr, rho
+    if code == COPY:
+        dr = read(a, k, ta)
+        return dr, torch.zeros_like(dr)
+    raise ValueError(f"row kind {code} carries no tangents")
 
 
 def _import(prog: NetProgram, arenas: dict, phase: str) -> None:

@@ -15,7 +15,7 @@ forward error bound propagated in float64 through the actual network:
   * activation a = act(z): |da| <= L |dz| + c_act u (|a| + L |dz|), L its Lipschitz
     constant (1; SiLU 1.0998 < 1.1) and c_act its own rounding in units of u: 0 for ReLU
     (exact), 1 for leaky ReLU (one product), 10 for tanh/SiLU/softplus: libm's expf /
-    expm1f / log1pf are within 2 ulp = 4 u, the formulas in mlp.h add <= 3 roundings and
+    expm1f / log1pf are within 2 ulp = 4 u, the formulas in net.h add <= 3 roundings and
     tanh's -e / (2 + e) doubles the relative error of e (condition number <= 2);
   * output scaling by 1/sigma(t): the scale is rounded once and multiplied once: 2 u.
 
