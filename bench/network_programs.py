@@ -101,7 +101,8 @@ def main() -> None:
              + subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
                               text=True).stdout.strip() + f", {len(__import__('os').sched_getaffinity(0))} cores.", "",
              "## Seed 002's network (ScoreMLP 2-64x5-2, ReLU, concat time), before and after", "",
-             "| backend | n | steps | before | after | after / before (time) |", "|---|---:|---:|---:|---:|---:|"]
+             "| backend | n | steps | before | after | after / before (time) | spread before / after |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for backend, n, steps in (("cpu", 16384, 200), ("cpu", 1024, 2000), ("cpu", 64, 5000), ("numba", 16384, 100),
                               ("numba", 1024, 1000)):
         case = {"net": "seed002", "backend": backend, "n": n, "steps": steps, "calls": 3}
@@ -110,7 +111,9 @@ def main() -> None:
             before.append(child(args.before, case)["time"])
             after.append(child(ROOT, case)["time"])
         b, a = statistics.median(before), statistics.median(after)
-        lines.append(f"| {backend} | {n:,} | {steps:,} | {b * 1e3:.1f} ms | {a * 1e3:.1f} ms | {a / b:.2f} |")
+        spread = lambda v, m: (max(v) - min(v)) / m  # noqa: E731  (max - min) / median of the rounds
+        lines.append(f"| {backend} | {n:,} | {steps:,} | {b * 1e3:.1f} ms | {a * 1e3:.1f} ms | {a / b:.2f} | "
+                     f"{spread(before, b):.0%} / {spread(after, a):.0%} |")
         print(lines[-1], flush=True)
     lines += ["", "## LayerNorm + residual network of width 128 against a plain MLP of width 128 (cpu)", "",
               "Dense FLOP per evaluation as the kernels count them (the lane phase's matrix products); "
