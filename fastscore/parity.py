@@ -157,7 +157,7 @@ def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):
         phase = "time" if i < prog.n_time_ops else "lane" if i >= lane0 else "cond"
         ar = arenas[phase]
         u = U32 if phase == "lane" else U64
-        rho = None
+        rho, prim = None, {}
         if code == DENSE:
             W = P[p1:p1 + k * p0].reshape(k, p0)
             src = ar.read(a, p0)
@@ -165,12 +165,14 @@ def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):
             r = init + src @ W.T
             mag = src.abs() @ W.abs().T
             rho = gamma(p0 + 1, u) * (mag + torch.as_tensor(init).abs()) + U32 * mag
+            prim = {"W": W}
             if p2 == INIT_PARAM:
                 rho = rho + U32 * torch.as_tensor(init).abs()
         elif code == UNARY:
             src = ar.read(a, k)
             r = _unary(_UNARY[p0], src, P[p1:p1 + 2])
             rho = TRANSCENDENTAL_ULPS * u * (src.abs() + r.abs())
+            prim = {"src": src, "p": P[p1:p1 + 2]}
             if _UNARY[p0] in ("leaky_relu", "elu", "softplus"):
                 rho = rho + U32 * (src.abs() + r.abs())
         elif code == BINARY:
@@ -187,6 +189,7 @@ def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):
             r = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}[fn](*ops).expand(n, k)
             rho = u * r.abs() + U32 * (torch.as_tensor(param_part).abs() if fn in ("add", "sub") else
                                        (r.abs() if torch.is_tensor(param_part) else 0.0))
+            prim = {"ops": ops, "r": r}
         elif code == NORM:
             src = ar.read(a, k)
             g = P[p0:p0 + k] if p0 >= 0 else torch.ones(k, dtype=torch.float64)
@@ -195,6 +198,7 @@ def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):
             inv = 1.0 / torch.sqrt(src.var(1, unbiased=False, keepdim=True) + eps)
             y = (src - src.mean(1, keepdim=True)) * inv
             r = y * g + be
+            prim = {"y": y, "inv": inv, "g": g}
             if phase == "lane":
                 rho = _norm_rounding(src, y.detach(), g, be, eps)
             else:
@@ -208,7 +212,7 @@ def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):
         else:
             raise ValueError(f"unknown opcode {code} in row {i}")
         if tan is not None and flags & 4:
-            dr, rho_t = _tangent(code, op, locals(), tan, n)
+            dr, rho_t = _tangent(code, op, prim, tan, n)
             if bound:
                 delta = torch.zeros_like(dr, requires_grad=True)
                 perturbations.append((delta, rho_t.detach()))
@@ -228,7 +232,7 @@ def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):
 def _tangent(code: int, op: list, v: dict, tan: _Arena, n: int):
     """(tangents [n, k, nt] of a lane row's result, their float32 rounding bound), from the
     row's operands' tangents where its flags say they carry them (net.h run_net); v: the
-    row's primal values (its locals in _run)."""
+    primal values of the row that the tangent needs (set by _run per row kind)."""
     _, dst, a, b, k, p0, p1, p2, flags = op
     ta, tb = bool(flags & 1), bool(flags & 2)
     nt = tan.cols[0].shape[1]
@@ -239,7 +243,7 @@ def _tangent(code: int, op: list, v: dict, tan: _Arena, n: int):
         dr = dinit + torch.einsum("jk,nkd->njd", W, da)
         return dr, gamma(p0 + 1) * (torch.einsum("jk,nkd->njd", W.abs(), da.abs()) + dinit.abs())
     if code == UNARY:
-        src, p = v["src"], v["P"][p1:p1 + 2]
+        src, p = v["src"], v["p"]
         z = src if src.requires_grad else src.detach().requires_grad_(True)
         with torch.enable_grad():  # the elementwise slope f'(src), itself differentiable in src
             (slope,) = torch.autograd.grad(_unary(_UNARY[p0], z, p).sum(), z, create_graph=True)
