@@ -34,15 +34,40 @@ JUNK = st.one_of(st.none(), st.booleans(), st.sampled_from([-1, -7, -2**63, 2**6
                  st.just(object()))
 
 
+class _Imported(nn.Module):
+    """A user-style network for from_torch: cat([x, t]), LayerNorm, tanh; predicts eps."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.norm, self.l2 = nn.Linear(3, 8), nn.LayerNorm(8), nn.Linear(8, 2)
+
+    def forward(self, x, t):
+        return self.l2(torch.tanh(self.norm(self.l1(torch.cat([x, t[:, None]], 1)))))
+
+
 def _nets():
     torch.manual_seed(0)
     return [fs.ScoreMLP(1, 4, 1), fs.ScoreMLP(2, 8, 2, "silu", "fourier", fourier_features=3),
-            fs.ScoreMLP(3, 2, 1, "tanh", std_sde=fs.VESDE()), fs.ScoreMLP(2, 16, 1, "softplus").double()]
+            fs.ScoreMLP(3, 2, 1, "tanh", std_sde=fs.VESDE()), fs.ScoreMLP(2, 16, 1, "softplus").double(),
+            fs.ScoreMLP(2, 8, 1, "silu", cond_dim=2), fs.from_torch(_Imported(), 2, prediction="eps", sde=fs.VPSDE())]
 
 
 NETS = _nets()
 BAD_MODELS = st.one_of(st.sampled_from([nn.Linear(2, 2), lambda x, t: -x]), JUNK)
-SDES = st.sampled_from([fs.VPSDE(), fs.VESDE(25.0), fs.SubVPSDE(0.2, 15.0, T=2.0)])
+SDES = st.sampled_from([fs.VPSDE(), fs.VESDE(25.0), fs.SubVPSDE(0.2, 15.0, T=2.0), fs.CosineVPSDE(),
+                        fs.GeometricVESDE(0.01, 50.0), fs.EDMSDE(80.0)])
+
+
+@st.composite
+def conds(draw, model, n: int):
+    """The condition of a conditional model's request ([n, cond_dim] or one [cond_dim]); None
+    for an unconditional one."""
+    c = getattr(model, "cond_dim", 0)
+    if not c:
+        return None
+    shape = draw(st.sampled_from([(n, c), (c,)]))
+    size = int(np.prod(shape))
+    return torch.tensor(draw(st.lists(st.floats(-3, 3), min_size=size, max_size=size))).reshape(shape)
 
 
 @st.composite
@@ -102,16 +127,16 @@ def _expect_clear_failure_or(result_check, call):
 SAMPLE = dict(model=st.sampled_from(NETS), sde=SDES, n=st.integers(0, 40), method=st.sampled_from(list(RULES)),
               steps=st.integers(1, 6), backend=st.sampled_from(BACKENDS[:4]), seed=st.integers(0, 2**64 - 1),
               eps=st.floats(1e-5, 0.5), snr=st.floats(1e-3, 1.0), corrector_steps=st.integers(0, 3),
-              denoise=st.booleans(), start=st.integers(0, 2**32 - 41))
+              denoise=st.booleans(), start=st.integers(0, 2**32 - 41), cond=lambda a: conds(a["model"], a["n"]))
 LOG_PROB = dict(model=st.sampled_from(NETS), sde=SDES, x=lambda a: points(a["model"].dim), method=st.sampled_from(["euler", "heun", "rk4", "rk45"]),
                 steps=st.integers(1, 6), rtol=st.floats(1e-6, 1e-1), atol=st.floats(1e-6, 1e-1),
                 eps=st.floats(1e-5, 0.5), backend=st.sampled_from(BACKENDS[:4]),
                 trace=st.sampled_from(["exact", "hutchinson"]), seed=st.integers(0, 2**64 - 1),
-                return_info=st.booleans())
+                return_info=st.booleans(), cond=lambda a: conds(a["model"], len(a["x"])))
 TRAIN = dict(model=st.builds(fs.ScoreMLP, st.integers(1, 3), st.just(4), st.just(1)), sde=SDES,
              data=lambda a: points(a["model"].dim), steps=st.integers(1, 3), batch_size=st.integers(1, 64),
              lr=st.floats(1e-5, 1e-1), weighting=st.sampled_from(["sigma2", "likelihood", "none"]),
-             seed=st.integers(0, 2**64 - 1), eps=st.floats(1e-5, 0.5))
+             seed=st.integers(0, 2**64 - 1), eps=st.floats(1e-5, 0.5), loss=st.sampled_from(["dsm", "ssm", "ssm_vr"]))
 
 
 def _junk_for(valid: dict) -> dict:
