@@ -37,10 +37,8 @@ struct NetArenas {
 inline void import_cond_tile(const Net& net, const double* cond, int count, NetArenas& w) {
   const NetLayout& L = net.L;
   if (L.cond_dim == 0) return;
-  for (int l = 0; l < kTile; ++l) {
-    run_cond<kKMajor>(net, cond + (int64_t)(l < count ? l : 0) * L.cond_dim, w.ca.data());
-    for (int j = 0; j < L.n_cexp; ++j) w.a[L.dim + L.n_texp + j][l] = (float)w.ca[cond_export(L) + j];
-  }
+  for (int l = 0; l < kTile; ++l)
+    import_cond_lane<kKMajor>(net, cond + (int64_t)(l < count ? l : 0) * L.cond_dim, w.ca.data(), w.a.data(), l);
 }
 
 // number of real samples in the tile that starts at sample `first` of n

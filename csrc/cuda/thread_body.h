@@ -47,8 +47,7 @@ struct SampleArgs {
 FS_HD void import_cond(const Net& net, const double* cond, int64_t i, double* ca, float* a) {
   const NetLayout& L = net.L;
   if (L.cond_dim == 0) return;
-  run_cond<kKMajor>(net, cond + i * L.cond_dim, ca);
-  for (int j = 0; j < L.n_cexp; ++j) a[L.dim + L.n_texp + j] = (float)ca[cond_export(L) + j];
+  import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, ca, a, 0);
 }
 
 // sample_path.h's network policy: the time imports from the plan's table, then the lanes

@@ -54,13 +54,6 @@ struct LaneAccess<float> {
   static FS_HD void set(float& v, int, float x) { v = x; }
 };
 
-template <>
-struct LaneAccess<double> {
-  static constexpr int count = 1;
-  static FS_HD double get(double v, int) { return v; }
-  static FS_HD void set(double& v, int, double x) { v = x; }
-};
-
 // a lane value with every lane equal to c
 template <class V>
 FS_HD V splat(float c) {

@@ -208,7 +208,6 @@ struct Operand {
       default: return splat<V>(param[0]);
     }
   }
-  FS_HD bool scalar() const { return mode == kModeScalar || mode == kModeParamScalar; }
 };
 
 // a lane value from a double: exact for the double phases, rounded once for float lanes
@@ -374,6 +373,15 @@ FS_HD void time_table(const Net& net, const double* times, int64_t rows, double*
     run_time<KMajor>(net, times[r], ta);
     for (int j = 0; j < net.L.n_texp; ++j) out[r * net.L.n_texp + j] = (float)ta[time_export(net.L) + j];
   }
+}
+
+// The cond phase on one sample's condition c [cond_dim] (ca: double scratch [cond_arena]), its
+// exports rounded once into lane l of the lane arena's cond imports.
+template <bool KMajor, class V>
+FS_HD void import_cond_lane(const Net& net, const double* c, double* ca, V* a, int l) {
+  const NetLayout& L = net.L;
+  run_cond<KMajor>(net, c, ca);
+  for (int j = 0; j < L.n_cexp; ++j) LaneAccess<V>::set(a[L.dim + L.n_texp + j], l, (float)ca[cond_export(L) + j]);
 }
 
 // The lane phase: arena a [lane_arena] holds x at [0, dim) and the imports; the score is then
