@@ -105,13 +105,7 @@ def evaluate(prog: NetProgram, x: torch.Tensor, t, cond=None, bound: bool = Fals
     out, perturbations, _ = _run(prog, x, t, cond, bound, None)
     if not bound:
         return out.detach(), None
-    err = torch.zeros_like(out)
-    deltas = [d for d, _ in perturbations]
-    for j in range(prog.dim):
-        grads = torch.autograd.grad(out[:, j].sum(), deltas, retain_graph=j + 1 < prog.dim, allow_unused=True)
-        for g, (_, rho) in zip(grads, perturbations):
-            if g is not None:
-                err[:, j] += (g.abs() * rho).sum(tuple(range(1, g.dim())))
+    err = torch.stack([_propagated(out[:, j], perturbations, j + 1 < prog.dim) for j in range(prog.dim)], 1)
     return out.detach(), err
 
 
@@ -128,12 +122,19 @@ def trace(prog: NetProgram, x: torch.Tensor, t, dirs: torch.Tensor, cond=None):
     terms = dirs * dout.transpose(1, 2)  # [n, nt, dim]
     tr = terms.sum((1, 2))
     err = gamma(terms.shape[1] * terms.shape[2]) * terms.abs().sum((1, 2)).detach()
+    return tr.detach(), err + _propagated(tr, perturbations, False)
+
+
+def _propagated(value: torch.Tensor, perturbations: list, retain: bool) -> torch.Tensor:
+    """sum over rows r, entries j of |d value / d v_rj| rho_rj, per sample: value [n] (one per
+    sample, which depends on its own sample's rows only), perturbations from _run."""
     deltas = [d for d, _ in perturbations]
-    grads = torch.autograd.grad(tr.sum(), deltas, allow_unused=True)
+    grads = torch.autograd.grad(value.sum(), deltas, retain_graph=retain, allow_unused=True)
+    err = torch.zeros_like(value).detach()
     for g, (_, rho) in zip(grads, perturbations):
         if g is not None:
             err = err + (g.abs() * rho).sum(tuple(range(1, g.dim())))
-    return tr.detach(), err
+    return err
 
 
 def _run(prog: NetProgram, x: torch.Tensor, t, cond, bound: bool, dirs):

@@ -163,7 +163,17 @@ class SubVPSDE(_LinearBeta):
         return 1.0
 
 
-class VESDE(SDE):
+class _NoDrift(SDE):
+    """The variance-exploding family: dx = g(t) dW, so f = 0 and m = 1."""
+
+    def drift_coeff(self, t):
+        return 0.0 * t
+
+    def mean_coeff(self, t):
+        return 1.0 + 0.0 * t
+
+
+class VESDE(_NoDrift):
     """Variance exploding with g(t) = sigma^t (seeds 001/003):
     sigma_t^2 = (sigma^(2t) - 1) / (2 ln sigma)."""
 
@@ -177,14 +187,8 @@ class VESDE(SDE):
         self.T = self._check_T(T)
         self._log_sigma = math.log(sigma)
 
-    def drift_coeff(self, t):
-        return 0.0 * t
-
     def diffusion_sq(self, t):
         return _xp(t).exp(2.0 * self._log_sigma * t)
-
-    def mean_coeff(self, t):
-        return 1.0 + 0.0 * t
 
     def std(self, t):
         xp = _xp(t)
@@ -200,7 +204,6 @@ class VESDE(SDE):
 
     def __repr__(self):
         return f"VESDE(sigma={self.sigma}, T={self.T})"
-
 
 
 class CosineVPSDE(SDE):
@@ -255,7 +258,7 @@ class CosineVPSDE(SDE):
         return f"CosineVPSDE(s={self.s}, T={self.T})"
 
 
-class GeometricVESDE(SDE):
+class GeometricVESDE(_NoDrift):
     """score_sde's VE SDE (Song et al. 2021): sigma(t) = sigma_min (sigma_max / sigma_min)^(t/T),
     g(t)^2 = d sigma^2 / dt = 2 sigma(t)^2 log(sigma_max / sigma_min) / T, no drift. As in
     score_sde, sigma(t) itself is the marginal std (the perturbation at t = 0 is sigma_min)."""
@@ -270,14 +273,8 @@ class GeometricVESDE(SDE):
         self.T = self._check_T(T)
         self._rate = math.log(self.sigma_max / self.sigma_min) / self.T  # d log sigma / dt
 
-    def drift_coeff(self, t):
-        return 0.0 * t
-
     def diffusion_sq(self, t):
         return 2.0 * self._rate * self.std(t) ** 2
-
-    def mean_coeff(self, t):
-        return 1.0 + 0.0 * t
 
     def std(self, t):
         return self.sigma_min * _xp(t).exp(self._rate * t)
@@ -294,7 +291,7 @@ class GeometricVESDE(SDE):
         return f"GeometricVESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T})"
 
 
-class EDMSDE(SDE):
+class EDMSDE(_NoDrift):
     """The EDM / Karras et al. (2022) schedule sigma(t) = t: x_t = x_0 + t z, no drift,
     g(t)^2 = d sigma^2 / dt = 2 t; time runs to T = sigma_max, the prior is N(0, sigma_max^2)."""
 
@@ -303,14 +300,8 @@ class EDMSDE(SDE):
     def __init__(self, sigma_max: float = 80.0):
         self.T = self._check_T(sigma_max)
 
-    def drift_coeff(self, t):
-        return 0.0 * t
-
     def diffusion_sq(self, t):
         return 2.0 * t
-
-    def mean_coeff(self, t):
-        return 1.0 + 0.0 * t
 
     def std(self, t):
         return 1.0 * t

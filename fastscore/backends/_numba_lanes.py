@@ -63,18 +63,28 @@ def row_fill(typingctx, z, j, value):
     return types.void(z, j, value), codegen
 
 
-@intrinsic
-def row_copy(typingctx, z, j, src, i):
-    """z[j, :] = src[i, :]."""
-    if not (_is_rows(z) and _is_rows(src) and isinstance(j, types.Integer) and isinstance(i, types.Integer)):
-        return None
+def _row_map(fn, doc):
+    """An intrinsic z[j, :] = fn(src[i, :]) for fn a map of one <LANES x float> vector."""
 
-    def codegen(context, builder, sig, args):
-        v = _vload(builder, _row_ptr(context, builder, sig.args[2], args[2], sig.args[3], args[3]))
-        _vstore(builder, v, _row_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
-        return context.get_dummy_value()
+    def impl(typingctx, z, j, src, i):
+        if not (_is_rows(z) and _is_rows(src) and isinstance(j, types.Integer) and isinstance(i, types.Integer)):
+            return None
 
-    return types.void(z, j, src, i), codegen
+        def codegen(context, builder, sig, args):
+            v = _vload(builder, _row_ptr(context, builder, sig.args[2], args[2], sig.args[3], args[3]))
+            _vstore(builder, fn(builder, v), _row_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
+            return context.get_dummy_value()
+
+        return types.void(z, j, src, i), codegen
+
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+_ZERO = ir.Constant(_VEC, [0.0] * LANES)
+row_copy = _row_map(lambda builder, v: v, "z[j, :] = src[i, :].")
+row_relu = _row_map(lambda builder, v: builder.select(builder.fcmp_ordered(">", v, _ZERO), v, _ZERO),
+                    "z[j, :] = max(src[i, :], 0) (z > 0 ? z : 0, lane by lane).")
 
 
 @intrinsic
@@ -122,19 +132,3 @@ def accumulate(typingctx, P, w, x, s0, n_in, z, d0, n_out):
         return context.get_dummy_value()
 
     return types.void(P, w, x, s0, n_in, z, d0, n_out), codegen
-
-
-@intrinsic
-def row_relu(typingctx, z, j, src, i):
-    """z[j, :] = max(src[i, :], 0) (z > 0 ? z : 0, lane by lane)."""
-    if not (_is_rows(z) and _is_rows(src) and isinstance(j, types.Integer) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = _vload(builder, _row_ptr(context, builder, sig.args[2], args[2], sig.args[3], args[3]))
-        zero = ir.Constant(_VEC, [0.0] * LANES)
-        _vstore(builder, builder.select(builder.fcmp_ordered(">", v, zero), v, zero),
-                _row_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
-        return context.get_dummy_value()
-
-    return types.void(z, j, src, i), codegen
