@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Tableau:
@@ -98,3 +100,24 @@ RK45_EXPONENT = -1 / (DOPRI5.error_order + 1)  # -1/5
 # sample whose step falls below RK45_MIN_STEP_FRACTION (T - eps) stops with a NaN log p (its
 # velocity is not finite at any step size), which log_prob reports as FloatingPointError.
 RK45_MIN_STEP_FRACTION = 1e-12
+
+
+def step_factor(err: np.ndarray, exponent: float) -> np.ndarray:
+    """The controller's step factor after attempts with error norms err (accepted: err <= 1),
+    elementwise; ode.h step_factor is its kernel twin. Rejections (and NaN errors: a trial
+    step that overflowed) never grow the step."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(err == 0.0, RK45_MAX_FACTOR, RK45_SAFETY * np.power(err, exponent))
+    f = np.clip(f, RK45_MIN_FACTOR, RK45_MAX_FACTOR)
+    f = np.where(err <= 1.0, f, np.minimum(f, 1.0))
+    return np.where(np.isnan(err), RK45_MIN_FACTOR, f)
+
+
+# The adaptive reverse-SDE sampler `em_adaptive` (Jolicoeur-Martineau et al. 2021, "Gotta Go
+# Fast", Algorithm 1): an Euler–Maruyama proposal x' and its improved-Euler extrapolation x''
+# from t to t - h on the same Brownian increment; error norm
+#   E = RMS_j((x'_j - x''_j) / max(atol, rtol max(|x'_j|, |x'_prev,j|)))
+# (x'_prev: the last accepted proposal); accept if E <= 1 and move to x''; then the step
+# controller above with exponent -GGF_R (their r = 0.9, theta = RK45_SAFETY = 0.9).
+GGF_R = 0.9
+GGF_H0_FRACTION = 0.01  # first step, as rk45's

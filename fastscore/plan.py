@@ -5,8 +5,9 @@ seed. Validation happens here, once, with messages that say what to fix; backend
 a valid plan.
 
 Time grids:
-  sampling   t_k = T - k h, h = (T - eps) / steps, k = 0..steps-1; step k goes t_k -> t_k - h
-  likelihood t_k = eps + k h, the same h, integrating the probability-flow ODE from eps to T
+  sampling   T = t_0 > ... > t_steps = eps, uniform in t, in log-SNR or Karras' (fastscore/grids.py);
+             step k goes t_k -> t_{k+1}
+  likelihood t_k = eps + k h, h = (T - eps) / steps, integrating the probability-flow ODE from eps to T
 
 A SamplePlan is the one object a sampler request becomes: Python builds it once (rule, step
 program, coefficient and time tables; for the native kernels the packed model and its float32
@@ -25,11 +26,17 @@ import torch
 from torch import nn
 
 from .netprog import NetProgram
-from .program import Program, compile_program
+from .grids import GRIDS, time_grid
+from .program import Eval, Program, compile_program
 from .samplers import RULES, TWEEDIE, SamplerRule, tweedie_coefficients
 from .sde import SDE, SDE_CLASSES
 
-SAMPLE_METHODS = tuple(RULES)
+SAMPLE_METHODS = tuple(RULES)  # fixed-step: a rule's step program on a grid
+ADAPTIVE_METHODS = ("ode_rk45", "em_adaptive")  # per-sample step control (AdaptivePlan)
+#: (rtol, atol) when a request gives none: rk45's likelihood defaults loosened to what float32
+#: kernels resolve; Gotta Go Fast's eps_rel = 0.05 tightened for low-dimensional data, where
+#: the error of a single coordinate is visible
+DEFAULT_TOLERANCES = {"ode_rk45": (1e-3, 1e-3), "em_adaptive": (1e-2, 1e-2)}
 LOG_PROB_METHODS = ("euler", "heun", "rk4", "rk45")
 # integer codes the native likelihood kernels take: fastscore::LogProbMethod in csrc and the
 # numba kernels follow this order
@@ -207,6 +214,7 @@ class SamplePlan:
     n: int
     dim: int
     steps: int
+    grid: str
     eps: float
     T: float
     seed: int
@@ -223,12 +231,9 @@ class SamplePlan:
     kernel: KernelTables | None = None
 
     @property
-    def h(self) -> float:
-        return (self.T - self.eps) / self.steps
-
-    def time(self, k: int) -> float:
-        """t_k of the sampling grid."""
-        return self.T - k * ((self.T - self.eps) / self.steps)
+    def nfe(self) -> int:
+        """Network evaluations per sample: every step's, plus the final program's."""
+        return self.steps * self.program.evals_per_step + sum(isinstance(op, Eval) for op in self.program.final)
 
     def for_kernels(self, packed: NetProgram) -> SamplePlan:
         check_memory(f"the network's time table of steps={self.steps} ({packed.n_texp} values per time)",
@@ -255,13 +260,12 @@ def kernel_tables(plan: SamplePlan, packed: NetProgram) -> KernelTables:
                         len(plan.program.registers), plan.coef.astype(np.float32))
 
 
-def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, steps: int, eps: float, plan) -> np.ndarray:
-    """[steps + 1, n_coefficients] float64: row k from rule.coefficients at t_k, the last row
-    from the final program's (Tweedie's when denoising)."""
-    h = (sde.T - eps) / steps
-    t = sde.T - np.arange(steps) * h
+def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, t: np.ndarray, plan) -> np.ndarray:
+    """[steps + 1, n_coefficients] float64: row k from rule.coefficients over step t_k -> t_{k+1}
+    of the grid t [steps + 1], the last row from the final program's (Tweedie's when denoising)."""
+    steps, eps = len(t) - 1, t[-1]
     table = np.zeros((steps + 1, len(program.coefficients)))
-    rows = [(slice(0, steps), rule.coefficients(sde, t, h, plan))]
+    rows = [(slice(0, steps), rule.coefficients(sde, t[:-1], t[1:], plan))]
     if program.final:
         rows.append((slice(steps, steps + 1), tweedie_coefficients(sde, eps)))
     for where, values in rows:
@@ -275,7 +279,8 @@ def _coefficient_table(rule: SamplerRule, program: Program, sde: SDE, steps: int
     return table
 
 
-def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise) -> SamplePlan:
+def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise,
+                     grid=None) -> SamplePlan:
     dim = model_dim(model)
     check_sde(sde)
     rule = RULES[check_choice("method", method, tuple(RULES))]
@@ -297,12 +302,13 @@ def make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, correc
     check_memory(f"the output of n={n} samples of dim {dim}", n * dim * 8)
     program = compile_program(rule.program(options), TWEEDIE if denoise else (), len(rule.times), rule.carries)
     check_memory(f"the per-step tables of steps={steps}", steps * (len(program.coefficients) + program.n_slots) * 8)
-    h = (sde.T - eps) / steps
-    times = (sde.T - np.arange(steps)[:, None] * h - np.asarray(rule.times)[None, :] * h).ravel()
+    grid = check_choice("grid", rule.default_grid if grid is None else grid, GRIDS)
+    t = time_grid(sde, grid, steps, eps)
+    times = (t[:-1, None] - np.asarray(rule.times)[None, :] * (t[:-1] - t[1:])[:, None]).ravel()
     return SamplePlan(
-        method=method, n=n, dim=dim, steps=steps, eps=eps, T=sde.T, seed=check_seed(seed), start=start,
+        method=method, n=n, dim=dim, steps=steps, grid=grid, eps=eps, T=sde.T, seed=check_seed(seed), start=start,
         snr=options.snr, corrector_steps=corrector_steps, denoise=bool(denoise), sde=sde, rule=rule,
-        program=program, coef=_coefficient_table(rule, program, sde, steps, eps, options),
+        program=program, coef=_coefficient_table(rule, program, sde, t, options),
         times=np.append(times, eps), prior_std=float(sde.prior_std),
     )
 
@@ -350,3 +356,39 @@ def make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed) 
         trace=check_choice("trace", trace, TRACES),
         seed=check_seed(seed),
     )
+
+
+@dataclass(frozen=True)
+class AdaptivePlan:
+    """A per-sample adaptive sampling request (ADAPTIVE_METHODS): each sample runs its own
+    step-size controller from T to eps (fastscore/integrators.py), then the Tweedie step if
+    ``denoise``. No grid and no step count: rtol and atol set the work."""
+
+    method: str
+    n: int
+    dim: int
+    eps: float
+    T: float
+    seed: int
+    start: int
+    rtol: float
+    atol: float
+    denoise: bool
+    sde: SDE
+    prior_std: float
+
+
+def make_adaptive_plan(model, sde, n, method, eps, seed, start, rtol, atol, denoise) -> AdaptivePlan:
+    dim = model_dim(model)
+    check_sde(sde)
+    method = check_choice("method", method, ADAPTIVE_METHODS)
+    n = check_int("n", n, 0)
+    start = check_int("start", start, 0)
+    if start + n > MAX_INDEX:
+        raise ValueError(f"start + n must be <= 2**32 (sample indices of the random stream), got {start + n}")
+    check_memory(f"the output of n={n} samples of dim {dim}", n * dim * 8)
+    r0, a0 = DEFAULT_TOLERANCES[method]
+    return AdaptivePlan(method=method, n=n, dim=dim, eps=check_eps(eps, sde), T=sde.T, seed=check_seed(seed),
+                        start=start, rtol=check_tolerance("rtol", r0 if rtol is None else rtol),
+                        atol=check_tolerance("atol", a0 if atol is None else atol), denoise=bool(denoise), sde=sde,
+                        prior_std=float(sde.prior_std))

@@ -39,10 +39,12 @@ __all__ = [
     "STREAM_PREDICTOR",
     "STREAM_PROBE",
     "STREAM_CORRECTOR",
+    "STREAM_BROWNIAN",
     "philox4x32_10",
     "philox_rounds",
     "normals",
     "rademacher",
+    "brownian",
 ]
 
 #: fourth counter word: which consumer a block of randomness belongs to
@@ -50,6 +52,7 @@ __all__ = [
 STREAM_PRIOR = 0
 STREAM_PREDICTOR = 1
 STREAM_PROBE = 2
+STREAM_BROWNIAN = 3  # the Brownian tree of the adaptive SDE sampler (brownian())
 STREAM_CORRECTOR = 16
 
 _M0 = np.uint64(0xD2511F53)  # round multipliers
@@ -147,11 +150,12 @@ def _check_index_array(name: str, a) -> np.ndarray:
     return a.astype(np.uint64)
 
 
-def _blocks(seed, samples, steps, stream, dim):
+def _blocks(seed, samples, steps, stream, dim, paired=False):
     """Validate the address and draw the Philox words of every block.
 
     Returns ``(words, lead, dim)``: four uint64 arrays of shape [s, n, n_blocks]
-    (s = 1 when ``steps`` is an int) and the leading shape of the result.
+    (s = 1 when ``steps`` is an int, or ``paired``: steps [n], one per sample) and the
+    leading shape of the result.
     """
     seed = _check_int("seed", seed, _U64_LIMIT)
     stream = _check_int("stream", stream, _U32_LIMIT)
@@ -159,7 +163,12 @@ def _blocks(seed, samples, steps, stream, dim):
         raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
     dim = int(dim)
     samples = _check_index_array("samples", samples)
-    if np.ndim(steps) == 0:
+    if paired:
+        step_arr = _check_index_array("steps", steps)
+        if step_arr.shape != samples.shape:
+            raise ValueError(f"paired steps must have one entry per sample, got {step_arr.shape} for {samples.shape}")
+        step_arr, lead = step_arr[None, :], (samples.size,)
+    elif np.ndim(steps) == 0:
         if isinstance(steps, np.ndarray):  # a 0-d array counts as an int
             steps = steps[()]
         step_arr = np.array([_check_int("steps", steps, _U32_LIMIT)], dtype=np.uint64)
@@ -172,7 +181,7 @@ def _blocks(seed, samples, steps, stream, dim):
     blocks = np.arange(n_blocks, dtype=np.uint64)
     words = _philox_words(
         samples[None, :, None],  # c0: sample i
-        step_arr[:, None, None],  # c1: step k
+        step_arr[:, :, None] if paired else step_arr[:, None, None],  # c1: step k
         blocks[None, None, :],  # c2: block b
         np.uint64(stream),  # c3: stream
         np.uint64(seed & 0xFFFFFFFF),  # k0: low word of the seed
@@ -200,16 +209,17 @@ def _box_muller(xa, xb):
     return r * np.cos(th), r * np.sin(th)
 
 
-def normals(seed, samples, steps, stream, dim) -> np.ndarray:
+def normals(seed, samples, steps, stream, dim, paired=False) -> np.ndarray:
     """Standard normal draws at address (seed; sample, step, stream), float64.
 
     ``samples``: 1-D int array [n] of sample indices (any subset, any order).
-    ``steps``: an int -> result [n, dim]; a 1-D int array [s] -> result [s, n, dim].
+    ``steps``: an int -> result [n, dim]; a 1-D int array [s] -> result [s, n, dim];
+    with ``paired``, a 1-D int array [n], step ``steps[i]`` for sample i -> [n, dim].
     Row ``i`` depends only on ``(seed, samples[i], step, stream)``, never on the
     other samples in the batch. Raises ValueError for a seed outside [0, 2**64),
     indices or stream outside [0, 2**32), or ``dim < 1``.
     """
-    (x0, x1, x2, x3), lead, dim = _blocks(seed, samples, steps, stream, dim)
+    (x0, x1, x2, x3), lead, dim = _blocks(seed, samples, steps, stream, dim, paired)
     z0, z1 = _box_muller(x0, x1)
     # Lanes 2 and 3 of the last block are dropped when dim % 4 is 1 or 2: skip them.
     n_pair2 = x0.shape[-1] - (1 if dim % 4 in (1, 2) else 0)
@@ -222,3 +232,36 @@ def rademacher(seed, samples, steps, dim) -> np.ndarray:
     words, lead, dim = _blocks(seed, samples, steps, STREAM_PROBE, dim)
     lanes = [np.where((x >> np.uint64(31)) == 0, 1.0, -1.0) for x in words]
     return _gather_lanes(lanes, lead, dim)
+
+
+# -- Brownian paths ---------------------------------------------------------------
+
+BROWNIAN_DEPTH = 24  # bisection levels: a leaf spans (T - eps) 2^-24
+
+
+def brownian(seed, samples, t, eps: float, T: float, dim: int) -> np.ndarray:
+    """W_i(t) [n, dim], float64: sample i's Brownian path on [eps, T] (W(eps) = 0), a
+    function of (seed, i, t) alone, whatever else is queried, in any order (a Brownian tree;
+    Gaines & Lyons 1997, torchsde's BrownianTree):
+
+        W(T) = sqrt(T - eps) N(node 0);  over [a, b] with node j, the midpoint
+        W((a + b) / 2) = (W(a) + W(b)) / 2 + sqrt((b - a) / 4) N(node j), children 2j, 2j + 1
+        (node 1 spans [eps, T]); below BROWNIAN_DEPTH levels W is linear within the leaf.
+
+    N(node) is the sample's normals at step = node on stream STREAM_BROWNIAN. ``t`` [n]
+    (one time per sample) in [eps, T]. The kernels' twin is brownian.h."""
+    samples = np.asarray(samples)
+    t = np.asarray(t, dtype=np.float64)
+    a, b = np.full_like(t, eps), np.full_like(t, T)
+    wa = np.zeros((t.size, dim))
+    wb = np.sqrt(T - eps) * normals(seed, samples, np.zeros(t.size, np.int64), STREAM_BROWNIAN, dim, paired=True)
+    node = np.ones(t.size, dtype=np.int64)
+    for _ in range(BROWNIAN_DEPTH):
+        mid = 0.5 * (a + b)
+        z = normals(seed, samples, node, STREAM_BROWNIAN, dim, paired=True)
+        wm = 0.5 * (wa + wb) + np.sqrt(0.25 * (b - a))[:, None] * z
+        left = t < mid
+        a, b = np.where(left, a, mid), np.where(left, mid, b)
+        wa, wb = np.where(left[:, None], wa, wm), np.where(left[:, None], wm, wb)
+        node = 2 * node + ~left
+    return wa + (wb - wa) * ((t - a) / (b - a))[:, None]

@@ -25,9 +25,12 @@ METHODS = [  # (method, steps, options)
     ("pc", 20, {"corrector_steps": 2}),
     ("ode_euler", 40, {"denoise": True}),
     ("ode_heun", 20, {}),
-    ("em", 25, {"denoise": True}),
+    ("em", 25, {"denoise": True, "grid": "logsnr"}),
     ("pc", 12, {"corrector_steps": 1, "snr": 0.3, "denoise": True}),
     ("ald", 15, {"corrector_steps": 2, "denoise": True}),
+    ("dpmpp_2m", 15, {}),
+    ("dpmpp_2m_sde", 20, {"denoise": True, "grid": "karras"}),
+    ("edm_heun", 10, {"grid": "logsnr"}),
 ]
 ACTIVATIONS = ["relu", "tanh", "silu", "leaky_relu", "softplus"]
 
@@ -40,6 +43,8 @@ CUDA_METHODS = [
     ("pc", 12, {"corrector_steps": 2, "denoise": True}),
     ("ode_euler", 30, {"denoise": True}),
     ("ode_heun", 15, {}),
+    ("dpmpp_2m_sde", 12, {"denoise": True}),
+    ("edm_heun", 8, {}),
 ]
 
 

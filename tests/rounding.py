@@ -8,8 +8,8 @@ Algorithms*, ch. 3) evaluated along the float64 reference trajectory:
   h pass through |W|; activations are 1-Lipschitz (SiLU 1.1) and the transcendental ones
   (tanh, SiLU, softplus through expf/expm1f/log1pf) add at most TRANSCENDENTAL_ULPS u of
   their input/output size;
-* one sampler step combines a few rounded terms (gamma_8 of their sizes), plus each
-  network evaluation's error times the step's sensitivity to that evaluation;
+* one sampler step: each Lin of its program rounds its m terms (gamma_{m+1} of their sizes),
+  each network evaluation brings its error, each times the step's sensitivity to it;
 * errors carried from earlier steps are multiplied by the step's Jacobian, computed
   exactly with autograd through the reference's own step function.
 
@@ -27,7 +27,7 @@ from fastscore import SDE, ScoreMLP, pack, rng
 from fastscore.parity import evaluate
 from fastscore.backends.reference import step
 from fastscore.plan import SamplePlan, make_sample_plan
-from fastscore.program import STATE
+from fastscore.program import STATE, Lin
 
 U = 2.0**-24
 TRANSCENDENTAL_ULPS = 8  # libm's expf/expm1f/log1pf are within 1-2 ulp; the formulas add <= 4 roundings
@@ -93,34 +93,53 @@ def mlp_error_bound(model: ScoreMLP, x: torch.Tensor, t: float, cond=None) -> tu
     return s, err
 
 
-def _jacobian(model: ScoreMLP, x: torch.Tensor, t: float, cond=None) -> torch.Tensor:
-    """ds/dx [n, dim, dim] in float64."""
-    if cond is None:
-        return torch.func.vmap(torch.func.jacrev(lambda xi: model(xi[None], t)[0]))(x.double())
-    f = lambda xi, ci: model(xi[None], t, ci[None])[0]  # noqa: E731
-    return torch.func.vmap(torch.func.jacrev(f))(x.double(), cond.double())
+class _Tape(dict):
+    """A step's registers that give every Lin's result a zero perturbation leaf (its rounding
+    enters there) and keep the size of its terms: T = sum_j |c_j| |r_j| elementwise, so a
+    float32 Lin of m terms with float32-rounded coefficients is off by at most gamma_{m+1} T.
+    The reference interpreter writes each op's result once, in program order."""
+
+    def __init__(self, regs: dict, ops, coef):
+        super().__init__(regs)
+        self.ops, self.coef, self.i, self.lins = ops, coef, 0, []
+
+    def __setitem__(self, name, value):
+        op = self.ops[self.i]
+        self.i += 1
+        if isinstance(op, Lin):
+            size = sum(abs(self.coef(c)) * self[r].detach().abs() for r, c in op.terms)
+            leaf = torch.zeros_like(value, requires_grad=True)
+            self.lins.append((gamma(len(op.terms) + 1) * size.norm(dim=1), leaf))
+            value = value + leaf
+        super().__setitem__(name, value)
 
 
 def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise, cond=None):
     """Float64 trajectory from x0 [n, dim] by the reference's own step (the plan's program),
     and the per-sample bound [n] on the 2-norm of a float32 kernel's deviation from it.
 
-    Every score evaluation and noise draw of a step is given a zero perturbation; autograd
-    then yields the exact sensitivities of x_{k+1} to x_k (M_k), to each evaluation (J_e)
-    and each noise vector (J_z). The local error of step k is
-      sum_e ||J_e|| (E_e + [e > 0] gamma_3 ||in_e|| ||ds/dx(in_e)||)       network rounding
-      + gamma_8 (||x_k|| + ||x_{k+1}|| + sum_e ||J_e|| ||s_e|| + sum_z ||J_z|| ||z||)  update arithmetic
-    with E_e = mlp_error_bound at the evaluation's input (inputs computed within the step,
-    such as Heun's predictor, carry their own rounding), and it reaches the end multiplied by
-    M_{N-1} ... M_{k+1}. Every Lin of the program rounds at most 4 products and 3 sums, inside
-    gamma_8. `noise(stream, k)`: the step-k normals [n, dim] of a stream. Rules that carry
-    history between steps would need their registers in M_k; none of the rules here does."""
-    assert not plan.rule.carries, "the bound walks the state x alone"
+    The state of a step is x with the registers the rule carries (a multistep rule's history),
+    y = [x, carries...], one block of dim values each. Every network evaluation, every Lin's
+    result and every noise draw of a step gets a zero perturbation; autograd then yields the
+    exact sensitivities of each block of y_{k+1} to y_k (M_k), to each evaluation (J_e), each
+    Lin (J_L) and each noise vector (J_z). The local error of step k in block r is
+      sum_e ||J_e[r]|| E_e + sum_L ||J_L[r]|| gamma_{m_L + 1} ||T_L|| + sum_z ||J_z[r]|| gamma_8 ||z||
+    with E_e = mlp_error_bound at the evaluation's input (an input computed within the step,
+    such as Heun's predictor, brings its Lin's rounding through J_L), T_L the size of a Lin's
+    terms (_Tape) and gamma_8 the Box-Muller normals' rounding. Block r of step k's error
+    reaches the end's x through the x rows of M_{N-1} ... M_{k+1}, block columns r. Blocks
+    keep a multistep rule's history (data predictions near T are ~1/m(t) times x) from
+    inflating the bound on x. `noise(stream, k)`: the step-k normals [n, dim] of a stream."""
     model = model.double()
+    names = (STATE, *plan.rule.carries)
     x = x0.double()
     n, dim = x.shape
-    locals_ = [gamma(2) * x.norm(dim=1)]  # prior: z rounded to float32, times prior std
-    maps = []
+    S = len(names)
+    y = torch.cat([x] + [torch.zeros_like(x)] * (S - 1), dim=1)
+    prior = torch.zeros(n, S, dtype=torch.float64)
+    prior[:, 0] = gamma(2) * x.norm(dim=1)  # prior: z rounded to float32, times prior std
+    locals_, maps = [prior], []
+    norm = lambda m: torch.linalg.matrix_norm(m, ord=2)  # noqa: E731
     for k in range(plan.steps + int(bool(plan.program.final))):
         final = k == plan.steps  # the final program (the denoising step)
         evals, zs = [], []
@@ -134,37 +153,37 @@ def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise,
             zs.append(noise(stream, k).clone().requires_grad_(True))
             return zs[-1]
 
-        x_in = x.detach().requires_grad_(True)
-        regs = {STATE: x_in}
+        y_in = y.detach().requires_grad_(True)
+        coef_row = plan.coef[k]
+        ops = plan.program.final if final else plan.program.body
+        regs = _Tape(dict(zip(names, y_in.split(dim, dim=1))), ops,
+                     lambda c: float(coef_row[plan.program.coefficients.index(c)]))
         with torch.enable_grad():
             step(score, plan, regs, k, None if final else draw)
-            x_next = regs[STATE]
-            leaves = [x_in] + [d for *_, d in evals] + zs
-            rows = [torch.autograd.grad(x_next[:, i].sum(), leaves, retain_graph=True, allow_unused=True)
-                    for i in range(dim)]
-        jac = [torch.stack([(r[j] if r[j] is not None else torch.zeros_like(x)) for r in rows], dim=1)
-               for j in range(len(leaves))]  # each [n, dim(out), dim(in)]
-        norm = lambda m: torch.linalg.matrix_norm(m, ord=2)  # noqa: E731
-        x_next = x_next.detach()
-        local = gamma(8) * (x.norm(dim=1) + x_next.norm(dim=1))
-        for e, (xi, t, _) in enumerate(evals):
-            s_e, E_e = mlp_error_bound(model, xi, t, cond)
-            if e > 0:
-                E_e = E_e + gamma(3) * xi.norm(dim=1) * norm(_jacobian(model, xi, t, cond).detach())
-            Je = norm(jac[1 + e])
-            local = local + Je * E_e + gamma(8) * Je * s_e.norm(dim=1)
-        for j, z in enumerate(zs):
-            local = local + gamma(8) * norm(jac[1 + len(evals) + j]) * z.detach().norm(dim=1)
+            y_next = torch.cat([regs[r] for r in names], dim=1)
+            sources = [(mlp_error_bound(model, xi, t, cond)[1], d) for xi, t, d in evals] + regs.lins + [(gamma(8) * z.detach().norm(dim=1), z) for z in zs]
+            leaves = [y_in] + [leaf for _, leaf in sources]
+            rows = [torch.autograd.grad(y_next[:, i].sum(), leaves, retain_graph=True, allow_unused=True)
+                    for i in range(S * dim)]
+        jac = [torch.stack([(r[j] if r[j] is not None else torch.zeros_like(leaf)) for r in rows], dim=1)
+               for j, leaf in enumerate(leaves)]  # each [n, S dim (out), in]
+        local = torch.zeros(n, S, dtype=torch.float64)
+        for (size, _), J in zip(sources, jac[1:]):
+            for r in range(S):
+                local[:, r] += norm(J[:, r * dim:(r + 1) * dim]) * size
         locals_.append(local)
         maps.append(jac[0])
-        x = x_next
-    # locals_[k] enters before maps[k]: walk back from the end, accumulating the product
-    bound = locals_[-1]
-    carry = torch.eye(dim, dtype=torch.float64).expand(n, -1, -1)
+        y = y_next.detach()
+    # locals_[k] enters before maps[k]: walk back from the end with the x rows of the product
+    def reach(carry, local):
+        return sum(norm(carry[:, :, r * dim:(r + 1) * dim]) * local[:, r] for r in range(S))
+
+    carry = torch.eye(S * dim, dtype=torch.float64)[:dim].expand(n, -1, -1)
+    bound = reach(carry, locals_[-1])
     for k in range(len(maps) - 1, -1, -1):
         carry = carry @ maps[k]
-        bound = bound + torch.linalg.matrix_norm(carry, ord=2) * locals_[k]
-    return x, bound
+        bound = bound + reach(carry, locals_[k])
+    return y[:, :dim], bound
 
 
 CURVATURE = {"relu": 0.0, "leaky_relu": 0.0, "tanh": 0.77, "silu": 0.5, "softplus": 0.25}  # max |act''|
@@ -223,7 +242,7 @@ def sample_bound(model: ScoreMLP, sde: SDE, method: str, steps: int, options: di
     **options) with eps = 1e-3 and start = 0: (float64 reference end [n, dim], per-sample
     bound [n])."""
     plan = make_sample_plan(model, sde, n, method, steps, 1e-3, seed, 0, options.get("snr", 0.16),
-                            options.get("corrector_steps", 1), options.get("denoise", False))
+                            options.get("corrector_steps", 1), options.get("denoise", False), options.get("grid"))
     idx = np.arange(n)
     noise = lambda stream, k: torch.from_numpy(rng.normals(seed, idx, k, stream, plan.dim))  # noqa: E731
     x0 = plan.prior_std * noise(rng.STREAM_PRIOR, 0)

@@ -17,6 +17,7 @@ class Declares:
     max_registers: int  # per-sample registers of its interpreter
     log_prob: frozenset  # likelihood methods
     traces: frozenset  # trace estimators of the likelihood
+    adaptive: frozenset = frozenset()  # per-sample adaptive samplers (plan.ADAPTIVE_METHODS)
     max_dim: int | None = None
     max_lane_arena: int | None = None  # per-sample scratch of the network program (netprog.py)
     max_time_arena: int | None = None  # time- and cond-phase scratch
@@ -29,6 +30,10 @@ class Declares:
                                    ("a cond arena of", packed.cond_arena, self.max_time_arena)):
             if limit is not None and value > limit:
                 return f"the model has {what} {value}; backend {name!r} declares {what} <= {limit}"
+        if task == "sample" and program is None:  # an adaptive sampler
+            if method not in self.adaptive:
+                return f"sampler {method!r} is not declared by backend {name!r}"
+            return None
         if task == "sample":
             used = {int(op) for op in np.unique(program.ops[:, 0])}
             missing = sorted(OP_NAMES.get(op, str(op)) for op in used - self.ops)

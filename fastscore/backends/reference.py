@@ -15,7 +15,7 @@ import scipy.integrate
 import torch
 
 from .. import integrators, rng
-from ..plan import LogProbPlan, SamplePlan, check_finite_result
+from ..plan import AdaptivePlan, LogProbPlan, SamplePlan, check_finite_result
 from ..program import STATE, execute
 from ..sde import SDE
 
@@ -87,6 +87,153 @@ def step(score, plan: SamplePlan, regs: dict, k: int, draw) -> None:
     row, first = plan.coef[k], k * prog.n_slots  # coefficient row, first evaluation-time row
     execute(ops, regs, lambda name: float(row[prog.coefficients.index(name)]),
             lambda x, slot: score(x, float(plan.times[first + slot])), draw)
+
+
+# -- per-sample adaptive sampling ---------------------------------------------------------
+
+
+class _Lanes:
+    """Per-sample bookkeeping of an adaptive solve: time t, signed step h (toward eps),
+    done flags, counts. Mirrors the kernels' per-lane controller (likelihood.h adaptive_steps)."""
+
+    def __init__(self, plan: AdaptivePlan, h0_fraction: float):
+        n = plan.n
+        self.t = np.full(n, plan.T)
+        self.h = np.full(n, -h0_fraction * (plan.T - plan.eps))
+        self.done = np.zeros(n, dtype=bool)
+        self.nfe = np.zeros(n, dtype=np.int64)
+        self.accepted = np.zeros(n, dtype=np.int64)
+        self.rejected = np.zeros(n, dtype=np.int64)
+        self.failed = np.zeros(n, dtype=bool)
+        self.plan = plan
+
+    def control(self, act: np.ndarray, err: np.ndarray, exponent: float) -> np.ndarray:
+        """Accept or reject the attempts of the active samples `act` with error norms err;
+        returns the accept mask over act. A sample whose step would fall below the minimum
+        stops as failed (its result becomes NaN)."""
+        p = self.plan
+        ok = err <= 1.0
+        t, h = self.t[act], self.h[act]
+        last = ok & (-h >= t - p.eps)
+        t = np.where(ok, np.where(last, p.eps, t + h), t)
+        nxt = h * integrators.step_factor(err, exponent)
+        self.t[act] = t
+        self.h[act] = -np.minimum(-nxt, t - p.eps)
+        self.accepted[act] += ok
+        self.rejected[act] += ~ok
+        fail = ~last & (-nxt < integrators.RK45_MIN_STEP_FRACTION * (p.T - p.eps))
+        self.failed[act] |= fail
+        self.done[act] = last | fail
+        return ok
+
+    def info(self) -> dict:
+        return {"nfe": torch.from_numpy(self.nfe), "accepted": torch.from_numpy(self.accepted),
+                "rejected": torch.from_numpy(self.rejected)}
+
+
+@torch.no_grad()
+def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor, dict]:
+    """Samples [n, dim] and {"nfe", "accepted", "rejected"} [n] of a per-sample adaptive solve
+    from T to eps ("ode_rk45": Dormand–Prince on the probability flow; "em_adaptive": Gotta Go
+    Fast on the reverse SDE), float64 bookkeeping, the model in its dtype."""
+    dtype, device = _model_dtype_device(model)
+    c = None if cond is None else cond.to(dtype=dtype, device=device)
+    sde = plan.sde
+    samples = np.arange(plan.start, plan.start + plan.n)
+    x = torch.from_numpy(plan.prior_std * rng.normals(plan.seed, samples, 0, rng.STREAM_PRIOR, plan.dim))
+    x = x.to(dtype).to(device)
+
+    def score(act, xa, t):
+        tt = torch.from_numpy(t).to(dtype).to(device)
+        return model(xa, tt) if c is None else model(xa, tt, c[torch.from_numpy(act).to(device)])
+
+    run = _rk45_sample if plan.method == "ode_rk45" else _ggf_sample
+    lanes = run(score, sde, plan, samples, x)
+    if plan.denoise and plan.n:
+        every = np.arange(plan.n)
+        s = score(every, x, np.full(plan.n, plan.eps))
+        x = (x + sde.std(plan.eps) ** 2 * s) / sde.mean_coeff(plan.eps)
+        lanes.nfe += 1
+    x[torch.from_numpy(lanes.failed).to(device)] = float("nan")
+    return x, lanes.info()
+
+
+def _col(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(a).to(like.dtype).to(like.device)[:, None]
+
+
+def _rk45_sample(score, sde, plan, samples, x) -> _Lanes:
+    """Dormand–Prince 5(4) per sample on dx/dt = f(t) x - 1/2 g(t)^2 s(x, t), T -> eps, with
+    the likelihood's controller: err = RMS_j(h sum_i e_i k_ij / (atol + rtol max(|x_j|, |x5_j|)))."""
+    dp = integrators.DOPRI5
+    lanes = _Lanes(plan, integrators.RK45_H0_FRACTION)
+
+    def velocity(act, xa, t):
+        return _col(sde.drift_coeff(t), xa) * xa - 0.5 * _col(sde.diffusion_sq(t), xa) * score(act, xa, t)
+
+    every = np.arange(plan.n)
+    k_first = velocity(every, x, lanes.t)
+    lanes.nfe += 1
+    for _ in range(integrators.RK45_MAX_ATTEMPTS):
+        act = np.flatnonzero(~lanes.done)
+        if act.size == 0:
+            break
+        xa, t, h = x[act], lanes.t[act], lanes.h[act]
+        hc = _col(h, xa)
+        ks = [k_first[act]]
+        for i in range(1, len(dp.c)):
+            yi = xa + hc * sum(a * k for a, k in zip(dp.a[i], ks))
+            ks.append(velocity(act, yi, t + dp.c[i] * h))
+        x5 = xa + hc * sum(b * k for b, k in zip(dp.b, ks))
+        ks.append(velocity(act, x5, t + h))
+        lanes.nfe[act] += len(dp.c)
+        e = hc * sum(w * k for w, k in zip(dp.e, ks))
+        scale = plan.atol + plan.rtol * torch.maximum(xa.abs(), x5.abs())
+        err = (e / scale).pow(2).mean(dim=1).sqrt().cpu().double().numpy()
+        ok = torch.from_numpy(lanes.control(act, err, integrators.RK45_EXPONENT)).to(x.device)
+        sel = torch.from_numpy(act).to(x.device)
+        x[sel] = torch.where(ok[:, None], x5, xa)
+        k_first[sel] = torch.where(ok[:, None], ks[-1], ks[0])
+    else:
+        lanes.failed |= ~lanes.done
+    return lanes
+
+
+def _ggf_sample(score, sde, plan, samples, x) -> _Lanes:
+    """Gotta Go Fast (Jolicoeur-Martineau et al. 2021, Algorithm 1) per sample on the reverse
+    SDE dx = (f x - g^2 s) dt + g dW from T to eps, the Brownian increments from each sample's
+    Brownian tree (rng.brownian): a step t -> t + h (h < 0) uses W(t) - W(t + h)."""
+    lanes = _Lanes(plan, integrators.GGF_H0_FRACTION)
+    x_prev = x.clone()  # the last accepted Euler–Maruyama proposal x'
+    w_t = rng.brownian(plan.seed, samples, lanes.t, plan.eps, plan.T, plan.dim)
+
+    def em(act, xa, xs, t, dt, dw):
+        """xa - dt (f(t) xs - g(t)^2 s(xs, t)) + g(t) dW: an EM step of length dt toward eps
+        from xa, with the drift at xs."""
+        drift = _col(sde.drift_coeff(t), xs) * xs - _col(sde.diffusion_sq(t), xs) * score(act, xs, t)
+        return xa - _col(dt, xa) * drift + _col(np.sqrt(sde.diffusion_sq(t)), xa) * dw
+
+    for _ in range(integrators.RK45_MAX_ATTEMPTS):
+        act = np.flatnonzero(~lanes.done)
+        if act.size == 0:
+            break
+        xa, t, h = x[act], lanes.t[act], lanes.h[act]
+        w_next = rng.brownian(plan.seed, samples[act], t + h, plan.eps, plan.T, plan.dim)
+        dw = torch.from_numpy(w_t[act] - w_next).to(x.dtype).to(x.device)
+        x1 = em(act, xa, xa, t, -h, dw)
+        x2 = 0.5 * (x1 + em(act, xa, x1, t + h, -h, dw))
+        lanes.nfe[act] += 2
+        scale = torch.clamp(plan.rtol * torch.maximum(x1.abs(), x_prev[act].abs()), min=plan.atol)
+        err = ((x1 - x2) / scale).pow(2).mean(dim=1).sqrt().cpu().double().numpy()
+        ok_np = lanes.control(act, err, -integrators.GGF_R)
+        ok = torch.from_numpy(ok_np).to(x.device)
+        sel = torch.from_numpy(act).to(x.device)
+        x[sel] = torch.where(ok[:, None], x2, xa)
+        x_prev[sel] = torch.where(ok[:, None], x1, x_prev[act])
+        w_t[act[ok_np]] = w_next[ok_np]
+    else:
+        lanes.failed |= ~lanes.done
+    return lanes
 
 
 # -- likelihood -----------------------------------------------------------------------
