@@ -430,6 +430,38 @@ PYBIND11_MODULE(_core, mod) {
       "fused sampler running a step program (fastscore/program.py) with its tables: [n, dim]", SAMPLE_ARGS);
 
   mod.def(
+      "sample_adaptive",
+      [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, py::object cond, bool brownian,
+         F64 tableau, F64 controller, double eps, double rtol, double atol, bool denoise, double prior_std, int64_t n,
+         uint64_t seed, int64_t start) {
+        const CheckedNet c = to_net(params, ops, header);
+        const SdeParams s = to_sde(sde);
+        // the controller and, for the probability flow, the Dormand–Prince pair (adaptive = true)
+        const LogProbPlan spec = to_log_prob_plan(s, true, tableau, controller, 1, eps, rtol, atol, false, seed);
+        require(n >= 0 && start >= 0 && start + n <= kStreamIndices, "need n >= 0, start >= 0, start + n <= 2**32");
+        require(std::isfinite(prior_std) && prior_std > 0, "prior_std must be finite and > 0");
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
+        const int dim = c.net.L.dim;
+        F32 out = new_rows(n, dim);
+        py::array_t<int64_t> nfe(n), acc(n), rej(n);
+        float* op = out.mutable_data();
+        int64_t *np_ = nfe.mutable_data(), *ap = acc.mutable_data(), *rp = rej.mutable_data();
+        int64_t failed;
+        {
+          py::gil_scoped_release nogil;
+          failed = cpu::sample_adaptive(c.net, c.n_params, s, spec, brownian, denoise, (float)prior_std, start, cp, n,
+                                        op, np_, ap, rp);
+        }
+        return py::make_tuple(out, nfe, acc, rej, failed);
+      },
+      "(samples [n, dim], nfe, accepted, rejected [n], failed) by a per-sample adaptive solve from T to eps: "
+      "Dormand–Prince on the probability flow, or Gotta Go Fast on the reverse SDE (brownian)",
+      NET_ARGS, py::arg("sde"), py::arg("cond"), py::arg("brownian"), py::arg("tableau"), py::arg("controller"),
+      py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("denoise"), py::arg("prior_std"), py::arg("n"),
+      py::arg("seed"), py::arg("start"));
+
+  mod.def(
       "score_trace",
       [](F32 params, I32 ops, const NetTuple& header, F32 x, py::object cond, double t, bool hutchinson, uint64_t seed) {
         const CheckedNet c = to_net(params, ops, header);

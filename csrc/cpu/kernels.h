@@ -35,6 +35,15 @@ void score_trace(const Net& net, size_t n_params, const float* x, const double* 
 int64_t log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec, const float* x,
                  const double* cond, int64_t n, double* logp, int64_t* nfe);
 
+// n samples by a per-sample adaptive solve from the prior at T down to eps (adaptive_sample.h):
+// the Dormand–Prince controller of spec on the probability flow, or (brownian) Gotta Go Fast
+// on the reverse SDE with each sample's Brownian tree; then Tweedie's step if denoise. Sample
+// j is stream index start + j. out [n, dim]; nfe, accepted, rejected [n]. Returns the number
+// of samples that gave up (too many attempts).
+int64_t sample_adaptive(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec, bool brownian,
+                        bool denoise, float prior_std, int64_t start, const double* cond, int64_t n, float* out,
+                        int64_t* nfe, int64_t* accepted, int64_t* rejected);
+
 int max_threads();
 
 // measured FP32 FMA throughput of all threads, GFLOP/s (iters FMA rounds per chain)

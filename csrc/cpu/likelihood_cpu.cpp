@@ -9,24 +9,12 @@
 #include "fastscore/philox.h"
 #include "kernels.h"
 #include "tile.h"
+#include "workspace.h"
 
 namespace fastscore {
 namespace cpu {
 
 namespace {
-
-// Owns one thread's lane arrays (likelihood.h, OdeBuffers) for nt tangent directions.
-struct LpWorkspace {
-  LpWorkspace(const NetLayout& L, int nt)
-      : arenas(L), dT((size_t)nt * L.lane_arena), dirs(nt * L.dim), s(L.dim), y(L.dim + 1), y1(L.dim + 1),
-        y5(L.dim + 1), comp(1), K(kMaxStages * (L.dim + 1)) {}
-  NetArenas arenas;
-  std::vector<Lanes> dT, dirs, s, y, y1, y5, comp, K;
-  OdeBuffers<Lanes> buffers() {
-    return OdeBuffers<Lanes>{arenas.a.data(), dT.data(), dirs.data(), s.data(), y.data(),
-                             y1.data(),       y5.data(), comp.data(), K.data(), arenas.ta.data()};
-  }
-};
 
 // the input tangent directions of a tile: unit vectors (exact trace) or probes (Hutchinson)
 void set_directions(int D, bool hutchinson, uint64_t seed, int64_t index0, Lanes* dirs) {

@@ -9,7 +9,7 @@ from .. import integrators
 
 from ..netprog import NetProgram
 from ..nn import pack
-from ..plan import LOG_PROB_CODES, TRACES, LogProbPlan, SamplePlan
+from ..plan import ADAPTIVE_METHODS, LOG_PROB_CODES, TRACES, AdaptivePlan, LogProbPlan, SamplePlan
 from ..program import DRAW, EVAL, LIN, MAX_REGISTERS
 from ..sde import SDE
 from .declares import Declares
@@ -25,7 +25,7 @@ except ImportError as exc:  # a source checkout without a build, or a broken bui
 # the fused kernels interpret any step program (csrc/include/fastscore/program.h) and run
 # every likelihood method; per-lane stack buffers bound the dimension
 DECLARES = Declares(ops=frozenset({EVAL, DRAW, LIN}), max_registers=MAX_REGISTERS,
-                    log_prob=frozenset(LOG_PROB_CODES), traces=frozenset(TRACES),
+                    log_prob=frozenset(LOG_PROB_CODES), traces=frozenset(TRACES), adaptive=frozenset(ADAPTIVE_METHODS),
                     max_dim=None if _core is None else _core.build_info()["max_dim"])
 
 
@@ -80,10 +80,28 @@ def integrator_args(method: str) -> tuple:
     table[0], table[S + 1], table[S + 2] = c, b, e
     for i, row in enumerate(a):
         table[1 + i, : len(row)] = row
-    controller = np.array([integrators.RK45_H0_FRACTION, integrators.RK45_SAFETY, integrators.RK45_MIN_FACTOR,
-                           integrators.RK45_MAX_FACTOR, integrators.RK45_EXPONENT, integrators.RK45_MAX_ATTEMPTS,
-                           integrators.RK45_MIN_STEP_FRACTION])
-    return adaptive, table, controller
+    return adaptive, table, controller_args()
+
+
+def controller_args(h0_fraction: float = integrators.RK45_H0_FRACTION,
+                    exponent: float = integrators.RK45_EXPONENT) -> np.ndarray:
+    """The step-size controller [7] (ode.h Controller): rk45's, or Gotta Go Fast's first step
+    and exponent."""
+    return np.array([h0_fraction, integrators.RK45_SAFETY, integrators.RK45_MIN_FACTOR, integrators.RK45_MAX_FACTOR,
+                     exponent, integrators.RK45_MAX_ATTEMPTS, integrators.RK45_MIN_STEP_FRACTION])
+
+
+def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor, dict]:
+    brownian = plan.method == "em_adaptive"
+    _, table, controller = integrator_args("rk45")
+    if brownian:
+        controller = controller_args(integrators.GGF_H0_FRACTION, -integrators.GGF_R)
+    x, nfe, acc, rej, failed = _core.sample_adaptive(
+        *net_args(pack(model)), sde_tuple(plan.sde), cond_array(cond), brownian, table, controller, plan.eps,
+        plan.rtol, plan.atol, plan.denoise, plan.prior_std, plan.n, plan.seed, plan.start)
+    rk45_failure(failed, plan.n)
+    info = {"nfe": torch.from_numpy(nfe), "accepted": torch.from_numpy(acc), "rejected": torch.from_numpy(rej)}
+    return torch.from_numpy(x), info
 
 
 def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +115,7 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> 
 
 
 def rk45_failure(failed: int, n: int) -> None:
-    """Raises when a kernel's rk45 solve gave up on some samples (their results are garbage)."""
+    """Raises when a kernel's adaptive solve gave up on some samples (their results are garbage)."""
     if failed:
-        raise RuntimeError(f"rk45 gave up on {failed} of {n} samples (too many steps); loosen rtol/atol "
+        raise RuntimeError(f"the adaptive solve gave up on {failed} of {n} samples (too many steps); loosen rtol/atol "
                            "or use a fixed-step method")

@@ -126,24 +126,31 @@ FS_HD void fixed_steps(const Net& net, const SdeParams& sde, const LogProbPlan& 
   for (int l = 0; l < NL; ++l) nfe[l] = (int64_t)p.steps * tab.stages;
 }
 
-// Per-lane embedded Runge–Kutta (ode.h: rk45 is Dormand–Prince) from w.y at eps to T. Lanes that reached T keep h = 0 and
-// idle until every lane is done; lanes >= count (padding) start done. nfe [lanes]. Returns
-// the number of lanes that gave up (too many attempts).
+// Per-lane embedded Runge–Kutta (ode.h: rk45 is Dormand–Prince) of the first C components of
+// w.y from t0 to t1 (either direction: the step is signed): C = dim + 1 for the likelihood
+// ([x, delta] from eps to T), C = dim for the probability-flow sampler (x from T to eps, no
+// trace: nt = 0). Lanes that reached t1 keep h = 0 and idle until every lane is done; lanes
+// >= count (padding) start done. nfe [lanes], and accepted / rejected attempts if not null.
+// A lane whose step underflows stops with y[C - 1] = NaN. Returns the number of lanes that
+// gave up (too many attempts).
 template <int J, bool KMajor, class V>
-FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt,
-                         int count, const OdeBuffers<V>& w, int64_t* nfe) {
+FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt, double t0, double t1,
+                         int C, int count, const OdeBuffers<V>& w, int64_t* nfe, int64_t* accepted = nullptr,
+                         int64_t* rejected = nullptr) {
   const Tableau& DP = p.tab;
   const int S = DP.stages;  // the last stage is the derivative at the new point (FSAL)
   constexpr int NL = LaneAccess<V>::count;
-  const int D = net.L.dim, C = D + 1;
+  const int D = net.L.dim;
+  const double span = ::fabs(t1 - t0), dir = t1 > t0 ? 1.0 : -1.0;
   double t[NL], h[NL], ts[NL];
   bool done[NL];
   int failed = 0;
   for (int l = 0; l < NL; ++l) {
-    t[l] = p.eps;
-    h[l] = p.ctl.h0_fraction * (sde.T - p.eps);
+    t[l] = t0;
+    h[l] = dir * p.ctl.h0_fraction * span;
     done[l] = l >= count;
     nfe[l] = 1;
+    if (accepted) accepted[l] = rejected[l] = 0;
   }
   velocity<J, KMajor>(net, sde, nt, t, w.y, w.stage(0, D), w);
   for (int attempt = 0;; ++attempt) {
@@ -192,18 +199,20 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
       if (done[l]) continue;
       nfe[l] += S - 1;
       const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
-      if (err <= 1.0) {
-        const bool last = h[l] >= sde.T - t[l];
-        t[l] = last ? sde.T : t[l] + h[l];
+      const bool ok = err <= 1.0;
+      if (ok) {
+        const bool last = ::fabs(h[l]) >= ::fabs(t1 - t[l]);
+        t[l] = last ? t1 : t[l] + h[l];
         done[l] = last;
         LaneAccess<V>::set(accept_mask, l, 1.0f);
       }
+      if (accepted) (ok ? accepted : rejected)[l] += 1;
       const double next = h[l] * step_factor(p.ctl, err);
-      h[l] = ::fmin(next, sde.T - t[l]);
-      if (!done[l] && next < p.ctl.min_step_fraction * (sde.T - p.eps)) {
-        // step-size underflow: the velocity is not finite at any step; stop and poison log p
+      h[l] = dir * ::fmin(::fabs(next), ::fabs(t1 - t[l]));
+      if (!done[l] && ::fabs(next) < p.ctl.min_step_fraction * span) {
+        // step-size underflow: the velocity is not finite at any step; stop and poison the lane
         done[l] = true;
-        LaneAccess<V>::set(w.comp[0], l, NAN);
+        LaneAccess<V>::set(w.y[C - 1], l, NAN);
       }
     }
     // accepted lanes move to y5 and reuse the last stage as the next first (FSAL)
@@ -226,7 +235,7 @@ FS_HD int integrate(const Net& net, const SdeParams& sde, const LogProbPlan& p, 
                     int count, const OdeBuffers<V>& w, int64_t* nfe) {
   w.y[net.L.dim] = V{};
   w.comp[0] = V{};
-  if (p.adaptive) return adaptive_steps<J, KMajor>(net, sde, p, nt, count, w, nfe);
+  if (p.adaptive) return adaptive_steps<J, KMajor>(net, sde, p, nt, p.eps, sde.T, net.L.dim + 1, count, w, nfe);
   fixed_steps<J, KMajor>(net, sde, p, nt, w, nfe);
   return 0;
 }

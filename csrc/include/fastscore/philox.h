@@ -28,6 +28,7 @@ enum Stream : uint32_t {
   kStreamPrior = 0,
   kStreamPredictor = 1,
   kStreamProbe = 2,
+  kStreamBrownian = 3,  // the adaptive SDE sampler's Brownian trees (adaptive_sample.h)
   kStreamCorrector = 16,
 };
 
