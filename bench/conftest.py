@@ -9,15 +9,12 @@ reads them for the report header.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 
 import pytest
-import torch
 
-import fastscore
 from fastscore import _core
+from fastscore.machine import describe
 
 PEAK_REPEATS = 5
 _cache: dict = {}
@@ -31,29 +28,9 @@ def measure_peak() -> dict:
     return _cache["peak"]
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def describe_machine() -> dict:
     if "machine" not in _cache:
-        build = dict(_core.build_info())
-        _cache["machine"] = {
-            "cpu_model": cpu_model(),
-            "cores": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "build_info": build,
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "fastscore": fastscore.__version__,
-        }
+        _cache["machine"] = {**describe(), "build_info": dict(_core.build_info())}
     return _cache["machine"]
 
 

@@ -20,6 +20,10 @@ Datasets
     likelihoods by the probability-flow ODE on (-4, 4)); the seed does not give
     its parameters, so the ones here are our choice: well separated but
     overlapping modes. Exact density for likelihood tests.
+``mixture(dim, components, seed)``  (any dim; the solver bench uses 1-D to 16-D)
+    A ``GaussianMixture`` (the law, not draws) fixed by its seed: distinct modes whose
+    tails overlap, equally so in every dimension. Exact density and score, for
+    benchmarking samplers against the true law.
 ``moons(n, seed, noise)``  (dim 2)
     Two interleaved half circles as scikit-learn's ``make_moons`` (uniform
     angles instead of a grid) plus Gaussian noise. A non-convex, two-cluster
@@ -47,6 +51,7 @@ __all__ = [
     "gmm",
     "MIXTURE1D",
     "mixture1d",
+    "mixture",
     "moons",
     "DATASETS",
 ]
@@ -290,6 +295,50 @@ def gmm(n: int, seed: int = 0) -> torch.Tensor:
 def mixture1d(n: int, seed: int = 0) -> torch.Tensor:
     """n draws from ``MIXTURE1D`` [n, 1]."""
     return MIXTURE1D.sample(n, seed)
+
+
+#: mixture(): component axis stds are drawn from this range; means are at least
+#: MIXTURE_SEPARATION apart, about four stds, so modes are distinct but tails overlap
+MIXTURE_STD = (0.3, 0.6)
+MIXTURE_SEPARATION = 2.0
+
+
+def mixture(dim: int, components: int = 4, seed: int = 0) -> GaussianMixture:
+    """A Gaussian mixture in ``dim`` dimensions with ``components`` components, fixed by ``seed``.
+
+    Each covariance is a random rotation (Haar) of axis standard deviations drawn from
+    ``MIXTURE_STD``; weights are drawn from [0.5, 1.5] and normalised (unequal, so a sampler
+    must get the mode masses right, not only their places). Means are placed one at a time,
+    uniformly in a ball about 0, and a candidate closer than ``MIXTURE_SEPARATION`` to a
+    placed mean is redrawn. The ball starts at the radius whose volume holds ``components``
+    balls of radius ``MIXTURE_SEPARATION / 2`` and grows by 10 % after every 100 rejected
+    candidates: the construction always ends, and nearest means sit about the separation
+    apart in 1-D and in 16-D alike (random means in a fixed box would drift apart with the
+    dimension).
+
+    Returns the law; draw points with ``.sample(n, seed)``.
+    """
+    dim = _check_int("dim", dim, minimum=1)
+    components = _check_int("components", components, minimum=1)
+    rng = _rng(seed)
+    radius = 0.5 * MIXTURE_SEPARATION * components ** (1.0 / dim)
+    means: list[np.ndarray] = []
+    rejected = 0
+    while len(means) < components:
+        direction = rng.standard_normal(dim)
+        candidate = direction / np.linalg.norm(direction) * radius * rng.uniform() ** (1.0 / dim)
+        if all(np.linalg.norm(candidate - m) >= MIXTURE_SEPARATION for m in means):
+            means.append(candidate)
+            continue
+        rejected += 1
+        if rejected % 100 == 0:
+            radius *= 1.1
+    covs = np.empty((components, dim, dim))
+    for k in range(components):
+        q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+        q *= np.sign(np.diag(r))  # the sign fix that makes QR's q Haar-distributed
+        covs[k] = (q * rng.uniform(*MIXTURE_STD, size=dim) ** 2) @ q.T
+    return GaussianMixture(np.array(means), covs, rng.uniform(0.5, 1.5, size=components))
 
 
 # -- moons ------------------------------------------------------------------------------

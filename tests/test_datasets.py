@@ -190,6 +190,42 @@ def test_gmm_seed003_parameters():
     assert g.dim == 2
 
 
+# -- the mixture family ------------------------------------------------------------------
+@pytest.mark.parametrize("dim", [1, 2, 5, 16])
+@pytest.mark.parametrize("components", [2, 4, 8])
+def test_mixture_modes_are_separated_but_overlap(dim, components):
+    lo, hi = ds.MIXTURE_STD
+    for seed in range(3):
+        g = ds.mixture(dim, components, seed=seed)
+        assert (g.dim, g.n_components) == (dim, components)
+        d = np.linalg.norm(g.means[:, None] - g.means[None], axis=-1) + np.diag(np.full(components, np.inf))
+        nearest = d.min(axis=1)
+        # every mode has a neighbour between 1 and 2 separations away (about 4 to 8 stds):
+        # distinct modes with overlapping tails, in every dimension alike
+        assert (nearest >= ds.MIXTURE_SEPARATION).all() and (nearest <= 2 * ds.MIXTURE_SEPARATION).all()
+        assert (g._evals >= lo**2 - 1e-12).all() and (g._evals <= hi**2 + 1e-12).all()
+        assert np.isclose(g.weights.sum(), 1.0) and g.weights.max() / g.weights.min() <= 3.0 + 1e-12
+
+
+def test_mixture_is_fixed_by_its_seed():
+    a, b, c = ds.mixture(3, seed=4), ds.mixture(3, seed=4), ds.mixture(3, seed=5)
+    for name in ("means", "covs", "weights"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.allclose(a.means, c.means)
+    assert ds.mixture(1, components=1).n_components == 1
+
+
+def test_mixture_family_validation():
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        ds.mixture(0)
+    with pytest.raises(ValueError, match="components must be >= 1"):
+        ds.mixture(2, components=0)
+    with pytest.raises(TypeError, match="dim must be an int"):
+        ds.mixture(2.0)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        ds.mixture(2, seed=-1)
+
+
 # -- diffusion --------------------------------------------------------------------------
 @pytest.mark.parametrize("sde", SDES, ids=repr)
 def test_diffused_near_zero_is_original(sde):

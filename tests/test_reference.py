@@ -1,6 +1,6 @@
 """The reference backend (``backend="torch"``) run on *exact* scores.
 
-With ``ExactGMMScore`` (tests/exact_score.py) the score is the true one of a diffused
+With ``ExactGMMScore`` (fastscore/targets.py) the score is the true one of a diffused
 Gaussian mixture, so what remains is each method's own error, which the tests quantify:
 
 * samplers: sampling noise (standard errors of n draws from the exact law), the
@@ -29,7 +29,7 @@ from fastscore import rng
 from fastscore.backends import reference
 from fastscore.datasets import GMM_SEED003, MIXTURE1D
 
-from exact_score import ExactGMMScore
+from fastscore.targets import ExactGMMScore
 
 U64 = 2.0**-53
 METHODS = ("em", "pc", "ode_euler", "ode_heun")

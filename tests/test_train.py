@@ -9,7 +9,7 @@ import torch
 import fastscore as fs
 from fastscore.train import dsm_loss, ssm_loss
 
-from exact_score import ExactGMMScore
+from fastscore.targets import ExactGMMScore
 
 SDES = [fs.VPSDE(), fs.VESDE(sigma=10.0), fs.SubVPSDE()]
 

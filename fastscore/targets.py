@@ -1,10 +1,11 @@
-"""The exact diffused score of a Gaussian mixture as a torch module (a test helper).
+"""Analytic targets: Gaussian mixtures whose diffused score and density are exact.
 
 ``ExactGMMScore(gmm, sde)(x, t)`` is ``gmm.score_t(x, sde, t)`` written in torch, so that
 the reference backend (``backend="torch"``) can sample with, and take autograd Jacobian
 traces of, the *exact* score of the law it should reproduce. The only errors left in a
-sampler or likelihood test are then the method's own (discretisation, sampling noise,
-the prior mismatch at T), which the tests quantify.
+sampler or likelihood run are then the method's own (discretisation, sampling noise,
+the prior mismatch at T): what the tests quantify and the solver bench measures. It is a
+plain torch module, not a network the fused kernels run, so it runs on ``backend="torch"``.
 
 Mixture component k diffused to time t is N(m mu_k, m^2 Sigma_k + s^2 I) with
 m = m(t), s = sigma(t). With Sigma_k = U_k diag(lam_k) U_k^T the diffused covariance is
@@ -25,10 +26,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastscore.datasets import GaussianMixture
-from fastscore.sde import SDE
+from .datasets import GMM_SEED003, MIXTURE1D, GaussianMixture, mixture
+from .sde import SDE
 
-__all__ = ["ExactGMMScore"]
+__all__ = ["ExactGMMScore", "TARGET_NAMES", "target"]
+
+#: what ``target(name)`` accepts (command lines, the solver bench)
+TARGET_NAMES = "gmm2d, mixture1d, mixtureKd for K = 2..16"
+MAX_NAMED_DIM = 16  # the k-NN entropy behind the bench's KL estimate degrades beyond it
+
+
+def target(name: str) -> GaussianMixture:
+    """The analytic target called ``name``: "gmm2d" (``datasets.GMM_SEED003``), "mixture1d"
+    (``datasets.MIXTURE1D``) or "mixtureKd" for K = 2..16 (``datasets.mixture(K)``, seed 0)."""
+    fixed = {"gmm2d": GMM_SEED003, "mixture1d": MIXTURE1D}
+    if name in fixed:
+        return fixed[name]
+    digits = name[len("mixture"):-1] if name.startswith("mixture") and name.endswith("d") else ""
+    if digits.isdecimal() and 2 <= int(digits) <= MAX_NAMED_DIM:
+        return mixture(int(digits))
+    raise ValueError(f"unknown target {name!r}; choose one of {TARGET_NAMES}")
 
 
 class ExactGMMScore(nn.Module):
