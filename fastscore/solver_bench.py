@@ -37,7 +37,8 @@ from torch import nn
 from . import bench_report, machine, metrics
 from .datasets import GaussianMixture
 from .likelihood import log_prob
-from .plan import check_eps, check_int, check_sde, check_seed, check_tolerance, model_dim
+from .grids import GRIDS
+from .plan import ADAPTIVE_METHODS, check_eps, check_int, check_sde, check_seed, check_tolerance, model_dim
 from .program import Eval
 from .samplers import RULES
 from .sampling import sample
@@ -47,11 +48,6 @@ from .targets import TARGET_NAMES, ExactGMMScore, target as named_target
 __all__ = ["ADAPTIVE_METHODS", "GRIDS", "MethodSpec", "BenchConfig", "BenchResult", "configure", "run", "bench",
            "require_extras"]
 
-#: per-sample adaptive samplers: their budget is a tolerance, they report the NFE they used
-ADAPTIVE_METHODS = ("ode_rk45", "em_adaptive")
-#: time grids of the fixed-step methods; a spec without one gets fs.sample's default
-GRIDS = ("uniform", "logsnr", "karras")
-DEFAULT_GRID = "uniform"
 #: fs.sample's defaults of the options a step program reads (evaluations per step of "pc")
 _SAMPLE_OPTIONS = SimpleNamespace(snr=0.16, corrector_steps=1)
 #: streams of numpy seeds derived from the bench's seed: target draws independent of the sampler's
@@ -120,7 +116,7 @@ class Cell:
         """The arguments of fastscore.sample this cell sets, and only those."""
         kw: dict = {"grid": self.spec.grid} if self.spec.grid else {}
         if self.spec.adaptive:
-            return {**kw, "rtol": self.tol, "atol": self.tol, "return_info": True}
+            return {**kw, "rtol": self.tol, "atol": self.tol}
         return {**kw, "steps": self.steps}
 
 
@@ -269,13 +265,9 @@ def configure(target, sde: SDE, methods, budgets=(10, 20, 50, 100), tolerances=(
 
 def _sample(config: BenchConfig, cell: Cell, n: int):
     """(samples [n, dim], NFE per sample [n]) of one call of fastscore.sample."""
-    out = sample(config.model, config.sde, n, cell.spec.method, backend=config.backend, seed=config.seed,
-                 eps=config.eps, denoise=config.denoise, **cell.kwargs())
-    if cell.spec.adaptive:
-        x, info = out
-        return x, info["nfe"]
-    nfe = cell.steps * evals_per_step(cell.spec.method) + int(config.denoise)  # the Tweedie step is one more
-    return out, torch.full((n,), nfe, dtype=torch.int64)
+    x, info = sample(config.model, config.sde, n, cell.spec.method, backend=config.backend, seed=config.seed,
+                     eps=config.eps, denoise=config.denoise, return_info=True, **cell.kwargs())
+    return x, info["nfe"]
 
 
 def _metrics(config: BenchConfig, x: torch.Tensor) -> dict:
@@ -288,7 +280,8 @@ def _metrics(config: BenchConfig, x: torch.Tensor) -> dict:
 
 
 def _run_cell(config: BenchConfig, cell: Cell) -> dict:
-    row = {"method": cell.spec.method, "grid": None if cell.spec.adaptive else cell.spec.grid or DEFAULT_GRID,
+    grid = None if cell.spec.adaptive else cell.spec.grid or RULES[cell.spec.method].default_grid
+    row = {"method": cell.spec.method, "grid": grid,
            "budget": cell.budget, "steps": cell.steps, "tol": cell.tol}
     times = []
     try:

@@ -196,7 +196,7 @@ def test_budgets_map_to_steps():
     spec = MethodSpec.parse("dpmpp_2m:karras")
     assert (spec.method, spec.grid, spec.label) == ("dpmpp_2m", "karras", "dpmpp_2m (karras)")
     rk45 = MethodSpec("ode_rk45")
-    assert Cell(rk45, 1e-3, tol=1e-3).kwargs() == {"rtol": 1e-3, "atol": 1e-3, "return_info": True}
+    assert Cell(rk45, 1e-3, tol=1e-3).kwargs() == {"rtol": 1e-3, "atol": 1e-3}
     assert Cell(spec, 20, steps=20).kwargs() == {"grid": "karras", "steps": 20}
 
 

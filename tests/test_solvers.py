@@ -11,7 +11,7 @@ import torch
 import fastscore as fs
 from fastscore.grids import GRIDS, log_snr, time_grid
 
-from exact_score import ExactGMMScore
+from fastscore.targets import ExactGMMScore
 
 GMM = fs.datasets.GMM_SEED003
 # (sde, eps, grid): each method's default grid, but Karras' on EDM's sigma in [0.01, 80], where
