@@ -60,8 +60,8 @@ FS_HD V lanes_of(const double* v) {
 }
 
 // Gotta Go Fast on the reverse SDE dx = (f x - g^2 s) dt + g dW from T to eps, per lane, on
-// x = w.y [D] (the prior draw on entry). A step of length h from t uses the increment
-// W(t) - W(t - h) of the lane's Brownian tree:
+// x = w.y [D] (the prior draw on entry). A step of length h from t (stored signed, -h, as
+// ode.h control_lane takes it) uses the increment W(t) - W(t - h) of the lane's Brownian tree:
 //   x'  = x - h (f(t) x - g(t)^2 s(x, t)) + g(t) dW
 //   x'' = (x' + x - h (f(t-h) x' - g(t-h)^2 s(x', t-h)) + g(t-h) dW) / 2
 //   E = RMS_j((x'_j - x''_j) / max(atol, rtol max(|x'_j|, |x'_prev,j|))); accept: x = x''.
@@ -82,22 +82,15 @@ FS_HD int ggf_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, 
   int failed = 0;
   for (int l = 0; l < NL; ++l) {
     t[l] = T;
-    h[l] = p.ctl.h0_fraction * span;
+    h[l] = -p.ctl.h0_fraction * span;  // signed: toward eps
     done[l] = l >= count;
     nfe[l] = accepted[l] = rejected[l] = 0;
     brownian_at(seed, (uint32_t)(index0 + l), T, eps, T, D, w_now + l * D, scratch);
   }
   for (int d = 0; d < D; ++d) prev[d] = x[d];
-  for (int attempt = 0;; ++attempt) {
-    bool all_done = true;
-    for (int l = 0; l < NL; ++l) all_done = all_done && done[l];
-    if (all_done) break;
-    if (attempt == p.ctl.max_attempts) {
-      for (int l = 0; l < NL; ++l) failed += !done[l];
-      break;
-    }
+  for (int64_t attempt = 0; lanes_running<NL>(done, attempt, p.ctl.max_attempts, failed); ++attempt) {
     for (int l = 0; l < NL; ++l) {
-      tn[l] = done[l] ? t[l] : t[l] - h[l];
+      tn[l] = done[l] ? t[l] : t[l] + h[l];
       if (!done[l]) brownian_at(seed, (uint32_t)(index0 + l), tn[l], eps, T, D, w_next + l * D, scratch);
       for (int d = 0; d < D; ++d)
         LaneAccess<V>::set(dw[d], l, done[l] ? 0.0f : (float)(w_now[l * D + d] - w_next[l * D + d]));
@@ -107,7 +100,7 @@ FS_HD int ggf_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, 
       const double* ts = pass == 0 ? t : tn;
       const V* at = pass == 0 ? x : x1;
       for (int l = 0; l < NL; ++l) {
-        const double dt = done[l] ? 0.0 : h[l];
+        const double dt = done[l] ? 0.0 : -h[l];
         c0[l] = -dt * drift_coeff(sde, ts[l]);
         c1[l] = dt * diffusion_sq(sde, ts[l]);
         c2[l] = ::sqrt(diffusion_sq(sde, ts[l]));
@@ -132,22 +125,15 @@ FS_HD int ggf_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, 
         const double scale = ::fmax(p.atol, p.rtol * ::fmax(::fabs(p1), ::fabs((double)LaneAccess<V>::get(prev[d], l))));
         sq += (p1 - p2) * (p1 - p2) / (scale * scale);
       }
-      const double err = ::sqrt(sq / D);
-      const bool ok = err <= 1.0;
+      bool underflow;
+      const bool ok = control_lane(p.ctl, ::sqrt(sq / D), eps, span, t[l], h[l], done[l], underflow);
       if (ok) {
-        const bool last = h[l] >= t[l] - eps;
-        t[l] = last ? eps : tn[l];
-        done[l] = last;
         for (int d = 0; d < D; ++d) w_now[l * D + d] = w_next[l * D + d];
         LaneAccess<V>::set(accept_mask, l, 1.0f);
       }
       (ok ? accepted : rejected)[l] += 1;
-      const double next = h[l] * step_factor(p.ctl, err);
-      h[l] = ::fmin(next, t[l] - eps);
-      if (!done[l] && next < p.ctl.min_step_fraction * span) {
-        done[l] = true;  // step-size underflow: the drift is not finite at any step
-        LaneAccess<V>::set(x[D - 1], l, NAN);
-      }
+      // step-size underflow: the drift is not finite at any step; poison the lane
+      if (underflow) LaneAccess<V>::set(x[D - 1], l, NAN);
     }
     for (int d = 0; d < D; ++d) {
       x[d] = accept_mask > 0.0f ? x2[d] : x[d];

@@ -153,14 +153,7 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
     if (accepted) accepted[l] = rejected[l] = 0;
   }
   velocity<J, KMajor>(net, sde, nt, t, w.y, w.stage(0, D), w);
-  for (int attempt = 0;; ++attempt) {
-    bool all_done = true;
-    for (int l = 0; l < NL; ++l) all_done = all_done && done[l];
-    if (all_done) break;
-    if (attempt == p.ctl.max_attempts) {
-      for (int l = 0; l < NL; ++l) failed += !done[l];
-      break;
-    }
+  for (int64_t attempt = 0; lanes_running<NL>(done, attempt, p.ctl.max_attempts, failed); ++attempt) {
     V hv{};
     for (int l = 0; l < NL; ++l) LaneAccess<V>::set(hv, l, done[l] ? 0.0f : (float)h[l]);
     for (int i = 1; i < S - 1; ++i) {
@@ -199,21 +192,12 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
       if (done[l]) continue;
       nfe[l] += S - 1;
       const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
-      const bool ok = err <= 1.0;
-      if (ok) {
-        const bool last = ::fabs(h[l]) >= ::fabs(t1 - t[l]);
-        t[l] = last ? t1 : t[l] + h[l];
-        done[l] = last;
-        LaneAccess<V>::set(accept_mask, l, 1.0f);
-      }
+      bool underflow;
+      const bool ok = control_lane(p.ctl, err, t1, span, t[l], h[l], done[l], underflow);
+      if (ok) LaneAccess<V>::set(accept_mask, l, 1.0f);
       if (accepted) (ok ? accepted : rejected)[l] += 1;
-      const double next = h[l] * step_factor(p.ctl, err);
-      h[l] = dir * ::fmin(::fabs(next), ::fabs(t1 - t[l]));
-      if (!done[l] && ::fabs(next) < p.ctl.min_step_fraction * span) {
-        // step-size underflow: the velocity is not finite at any step; stop and poison the lane
-        done[l] = true;
-        LaneAccess<V>::set(w.y[C - 1], l, NAN);
-      }
+      // step-size underflow: the velocity is not finite at any step; poison the lane
+      if (underflow) LaneAccess<V>::set(w.y[C - 1], l, NAN);
     }
     // accepted lanes move to y5 and reuse the last stage as the next first (FSAL)
     for (int c = 0; c < C; ++c) {

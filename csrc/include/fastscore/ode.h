@@ -53,4 +53,35 @@ FS_HD double step_factor(const Controller& c, double err) {
   return (err <= 1.0 || f < 1.0) ? f : 1.0;
 }
 
+// One lane's control after an attempt with error norm err, stepping with signed h from t
+// toward t1 (span = |T - eps|): an accepted step moves t by h, the last one landing exactly
+// on t1 (done); then the next step, at most what is left. Returns whether it was accepted;
+// `underflow`: the next step fell below min_step_fraction span (the lane stops, done, and the
+// caller poisons its result). Shared by every per-lane adaptive solver.
+FS_HD bool control_lane(const Controller& c, double err, double t1, double span, double& t, double& h, bool& done,
+                        bool& underflow) {
+  const bool ok = err <= 1.0;
+  if (ok) {
+    done = ::fabs(h) >= ::fabs(t1 - t);
+    t = done ? t1 : t + h;
+  }
+  const double next = h * step_factor(c, err);
+  h = (h < 0 ? -1.0 : 1.0) * ::fmin(::fabs(next), ::fabs(t1 - t));
+  underflow = !done && ::fabs(next) < c.min_step_fraction * span;
+  done = done || underflow;
+  return ok;
+}
+
+// Whether any lane still runs; lanes still running after max_attempts are added to `failed`
+// and the solve stops.
+template <int NL>
+FS_HD bool lanes_running(const bool* done, int64_t attempt, int64_t max_attempts, int& failed) {
+  bool all_done = true;
+  for (int l = 0; l < NL; ++l) all_done = all_done && done[l];
+  if (all_done) return false;
+  if (attempt < max_attempts) return true;
+  for (int l = 0; l < NL; ++l) failed += !done[l];
+  return false;
+}
+
 }  // namespace fastscore
