@@ -107,27 +107,35 @@ philox = njit(**_JIT)(rng.philox_rounds)  # the reference's rounds, compiled as 
 
 
 @njit(**_JIT)
-def fill_normals(k0, k1, index0, step, stream, dim, z):
-    """z [dim, LANES] (float32) <- standard normals of samples index0 + lane at (step, stream):
-    draw d is lane d % 4 of Philox block d // 4, Box-Muller in float64, then rounded."""
+def lane_normals(k0, k1, index, step, stream, z, lane):
+    """z[:, lane] <- the standard normals of sample `index` at (step, stream): draw d is lane
+    d % 4 of Philox block d // 4, Box-Muller in float64, rounded on the store when z is
+    float32 (z [dim, LANES], float32 or float64)."""
+    dim = z.shape[0]
+    c0 = np.uint64(index & 0xFFFFFFFF)
     s1 = np.uint64(step)
     s3 = np.uint64(stream)
+    for b in range((dim + 3) // 4):
+        x0, x1, x2, x3 = philox(c0, s1, np.uint64(b), s3, k0, k1)
+        d = 4 * b
+        r = math.sqrt(-2.0 * math.log(np.float64((x0 >> _SH8) + _ONE64) * _TWO_M24))
+        th = _TWO_PI * (np.float64(x1 >> _SH8) * _TWO_M24)
+        z[d, lane] = r * math.cos(th)
+        if d + 1 < dim:
+            z[d + 1, lane] = r * math.sin(th)
+        if d + 2 < dim:
+            r = math.sqrt(-2.0 * math.log(np.float64((x2 >> _SH8) + _ONE64) * _TWO_M24))
+            th = _TWO_PI * (np.float64(x3 >> _SH8) * _TWO_M24)
+            z[d + 2, lane] = r * math.cos(th)
+            if d + 3 < dim:
+                z[d + 3, lane] = r * math.sin(th)
+
+
+@njit(**_JIT)
+def fill_normals(k0, k1, index0, step, stream, z):
+    """z [dim, LANES] <- the standard normals of samples index0 + lane at (step, stream)."""
     for lane in range(LANES):
-        c0 = np.uint64((index0 + lane) & 0xFFFFFFFF)
-        for b in range((dim + 3) // 4):
-            x0, x1, x2, x3 = philox(c0, s1, np.uint64(b), s3, k0, k1)
-            d = 4 * b
-            r = math.sqrt(-2.0 * math.log(np.float64((x0 >> _SH8) + _ONE64) * _TWO_M24))
-            th = _TWO_PI * (np.float64(x1 >> _SH8) * _TWO_M24)
-            z[d, lane] = np.float32(r * math.cos(th))
-            if d + 1 < dim:
-                z[d + 1, lane] = np.float32(r * math.sin(th))
-            if d + 2 < dim:
-                r = math.sqrt(-2.0 * math.log(np.float64((x2 >> _SH8) + _ONE64) * _TWO_M24))
-                th = _TWO_PI * (np.float64(x3 >> _SH8) * _TWO_M24)
-                z[d + 2, lane] = np.float32(r * math.cos(th))
-                if d + 3 < dim:
-                    z[d + 3, lane] = np.float32(r * math.sin(th))
+        lane_normals(k0, k1, index0 + lane, step, stream, z, lane)
 
 
 @njit(**_JIT)
@@ -198,7 +206,6 @@ def run_ops(net, ops, first, last, k, n_slots, coef, ttab, k0, k1, index0, regs,
     Eval [EVAL, dst, src, slot]: dst <- s(src) at evaluation row k * n_slots + slot;
     Draw [DRAW, dst, stream]: dst <- the normals of (step k, stream);
     Lin [LIN, dst, n, 0, r0, c0, ...]: dst <- sum_j coef[k, c_j] regs[r_j] (``lin``)."""
-    dim = regs.shape[1]
     c = coef[k]
     for i in range(first, last):
         op = ops[i]
@@ -207,7 +214,7 @@ def run_ops(net, ops, first, last, k, n_slots, coef, ttab, k0, k1, index0, regs,
         if code == EVAL:
             evaluate(net, ttab, k * n_slots + op[3], regs[op[2]], dst, a, no_tangents)
         elif code == DRAW:
-            fill_normals(k0, k1, index0, k, op[2], dim, dst)
+            fill_normals(k0, k1, index0, k, op[2], dst)
         elif code == LIN:
             lin(c, op, regs, acc, dst)
         else:
@@ -241,7 +248,7 @@ def sample_kernel(net, ops, n_body, n_slots, n_registers, coef, times, prior_std
         netp.import_conds(net, cond, first, count, a)
         no_tangents = np.empty((0, 1, LANES), dtype=np.float32)
         x = regs[0]
-        fill_normals(k0, k1, index0, 0, STREAM_PRIOR, dim, x)
+        fill_normals(k0, k1, index0, 0, STREAM_PRIOR, x)
         for d in range(dim):
             for lane in range(LANES):
                 x[d, lane] = x[d, lane] * prior
@@ -341,9 +348,9 @@ def score_trace_lanes(net, sde, ts, y, dirs, ws):
 
 @njit(**_JIT)
 def velocity(net, sde, ts, y, k, dirs, ws):
-    """k [dim + 1, LANES] = augmented probability-flow velocity at y [dim + 1, LANES] (float64),
-    lane l at time ts[l] (reference._augmented):
-    dx/dt = f(t) x - 1/2 g(t)^2 s(x, t),  d delta/dt = dim f(t) - 1/2 g(t)^2 tr(ds/dx)."""
+    """k [C, LANES] = probability-flow velocity at y [C, LANES] (float64), lane l at time ts[l]:
+    dx/dt = f(t) x - 1/2 g(t)^2 s(x, t) over the first dim rows; with C = dim + 1 also the
+    likelihood's d delta/dt = dim f(t) - 1/2 g(t)^2 tr(ds/dx) (reference._augmented)."""
     score_trace_lanes(net, sde, ts, y, dirs, ws)
     s, tr, fco, qco = ws[3], ws[4], ws[5], ws[6]
     dim = s.shape[0]
@@ -352,7 +359,8 @@ def velocity(net, sde, ts, y, k, dirs, ws):
         q = qco[lane]
         for d in range(dim):
             k[d, lane] = f * y[d, lane] - q * s[d, lane]
-        k[dim, lane] = dim * f - q * tr[lane]
+        if k.shape[0] > dim:
+            k[dim, lane] = dim * f - q * tr[lane]
 
 
 @njit(**_JIT)
@@ -459,7 +467,12 @@ def log_prob_kernel(net, sde, x_in, cond, method, steps, eps, rtol, atol, hutchi
             for lane in range(LANES):
                 nfe[lane] = steps * S
         else:
-            failed[tile] = rk45_tile(net, sde, eps, rtol, atol, count, y, y1, K, ts, nfe, dirs, ws)
+            lanes = new_lanes(eps, T, RK45_H0_FRACTION, count)
+            failed[tile] = rk45_tile(net, sde, rtol, atol, y, y1, K, ts, lanes, dirs, ws)
+            for lane in range(LANES):
+                nfe[lane] = lanes[4][NFE, lane]
+                if lanes[3][lane]:  # failed: poison log p
+                    y[dim, lane] = np.nan
         for lane in range(count):
             for d in range(dim):
                 x_out[first + lane, d] = y[d, lane]
@@ -468,50 +481,117 @@ def log_prob_kernel(net, sde, x_in, cond, method, steps, eps, rtol, atol, hutchi
     return failed.sum()
 
 
+# -- per-lane step-size control (integrators.step_factor, reference._Lanes) ----------------
+#
+# `lanes` is a tile's controller state from new_lanes: per lane the time t, the signed step h,
+# done and failed flags and counts [3, LANES] (rows NFE, ACCEPTED, REJECTED); then the end
+# time t1, the direction sgn (+1 or -1) and the smallest step a lane may take.
+
+NFE, ACCEPTED, REJECTED = range(3)
+
+
 @njit(**_JIT)
-def rk45_tile(net, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
+def new_lanes(t0, t1, h0_fraction, count):
+    """The controller state of a tile solving from t0 toward t1, first step h0_fraction
+    (t1 - t0); padding lanes (>= count) start done."""
+    done = np.zeros(LANES, dtype=np.bool_)
+    for lane in range(count, LANES):
+        done[lane] = True
+    return (np.full(LANES, t0), np.full(LANES, h0_fraction * (t1 - t0)), done, np.zeros(LANES, dtype=np.bool_),
+            np.zeros((3, LANES), dtype=np.int64), t1, 1.0 if t1 > t0 else -1.0,
+            RK45_MIN_STEP_FRACTION * abs(t1 - t0))
+
+
+@njit(**_JIT)
+def step_factor(err, exponent):
+    """integrators.step_factor of one error norm: rejections (and NaN errors, a trial step
+    that overflowed) never grow the step."""
+    if err != err:
+        return RK45_MIN_FACTOR
+    f = RK45_MAX_FACTOR if err == 0.0 else min(RK45_MAX_FACTOR, max(RK45_MIN_FACTOR, RK45_SAFETY * err**exponent))
+    return f if err <= 1.0 else min(f, 1.0)
+
+
+@njit(**_JIT)
+def control(lanes, lane, err, exponent):
+    """Accepts (err <= 1) or rejects the attempt of `lane` with error norm err and sets its next
+    step, h step_factor(err) cut to what is left (reference._Lanes.control): the accepted step
+    that reaches t1 lands on it and ends the solve; a next step below the minimum ends it as
+    failed. Returns whether the attempt was accepted."""
+    t, hs, done, failed, counts, t1, sgn, min_step = lanes
+    h = hs[lane]
+    ok = err <= 1.0
+    if ok:
+        counts[ACCEPTED, lane] += 1
+        if sgn * h >= sgn * (t1 - t[lane]):
+            t[lane] = t1
+            done[lane] = True
+        else:
+            t[lane] = t[lane] + h
+    else:
+        counts[REJECTED, lane] += 1
+    nxt = h * step_factor(err, exponent)
+    hs[lane] = sgn * min(sgn * nxt, sgn * (t1 - t[lane]))
+    if not done[lane] and sgn * nxt < min_step:
+        done[lane] = True
+        failed[lane] = True
+    return ok
+
+
+@njit(**_JIT)
+def running(lanes):
+    """Whether some lane of the tile is still solving."""
+    done = lanes[2]
+    for lane in range(LANES):
+        if not done[lane]:
+            return True
+    return False
+
+
+@njit(**_JIT)
+def give_up(lanes):
+    """Ends every lane still solving (out of attempts) as failed; returns how many."""
+    done, failed = lanes[2], lanes[3]
+    n = 0
+    for lane in range(LANES):
+        if not done[lane]:
+            done[lane] = True
+            failed[lane] = True
+            n += 1
+    return n
+
+
+@njit(**_JIT)
+def rk45_tile(net, sde, rtol, atol, y, y5, K, ts, lanes, dirs, ws):
     """Adaptive Dormand–Prince 5(4) with step-size control per sample: the project's
-    definition of `rk45` (csrc/include/fastscore/ode.h implements the identical controller).
+    definition of `rk45` (csrc/include/fastscore/ode.h implements the identical controller),
+    for the likelihood (y = [x, delta], eps -> T) and the sampler ode_rk45 (y = x, T -> eps).
 
     * tableau: the standard Dormand–Prince coefficients (as scipy's RK45: C, A, B and error
       weights E = B5 - B4 including the 7th stage); FSAL: the derivative at the accepted new
       point is the next step's first stage.
-    * state per sample: y = [x (dim), delta]; t from eps to T; h0 = RK45_H0_FRACTION (T - eps).
+    * state per sample: y [C, LANES] (float64), C = y.shape[0] controlled components; t from
+      lanes' t0 to t1; h0 = RK45_H0_FRACTION (t1 - t0) (new_lanes).
     * per attempt: err_j = h sum_i E_i k_i[j]; scale_j = atol + rtol max(|y_j|, |y5_j|);
-      err_norm = sqrt(mean_j (err_j / scale_j)^2) over the dim + 1 components.
-    * accept if err_norm <= 1 (t += h, y = y5). factor = MAX_FACTOR if err_norm == 0 else
-      min(MAX_FACTOR, max(MIN_FACTOR, SAFETY err_norm^EXPONENT)); on rejection factor =
-      min(factor, 1). The constants: integrators.RK45_* (10, 0.2, 0.9, -1/5).
-      h *= factor; then h = min(h, T - t); the step that reaches T lands exactly on T.
-    * nfe: 1 (initial derivative) + 6 per attempted step; a sample still short of T after
-      RK45_MAX_ATTEMPTS attempts has failed (the caller raises RuntimeError with the count).
+      err_norm = sqrt(mean_j (err_j / scale_j)^2) over the C components; then ``control``
+      with exponent RK45_EXPONENT (integrators.RK45_*: 10, 0.2, 0.9, -1/5); accepted: y = y5.
+    * nfe: 1 (initial derivative) + 6 per attempted step; a sample still short of t1 after
+      RK45_MAX_ATTEMPTS attempts has failed (the likelihood raises RuntimeError with the count).
 
-    Here y [dim + 1, LANES] (float64) holds a tile of samples, each lane with its own t, h
-    and acceptance; the stages use y5 as scratch. A lane that reached T idles (state frozen,
-    step 0) until the tile is done. Returns how many real lanes (< count) failed.
+    Each lane has its own t, h and acceptance; the stages use y5 as scratch. A lane that is
+    done idles (state frozen, step 0) until the tile is done. Returns how many lanes ran out
+    of attempts; every failed lane is flagged in lanes (its result is the caller's to poison).
     """
-    T = sde[3]
+    t, hs, done, counts = lanes[0], lanes[1], lanes[2], lanes[4]
     C = y.shape[0]
-    t = np.full(LANES, eps)
-    hs = np.full(LANES, RK45_H0_FRACTION * (T - eps))
     hv = np.zeros(LANES)
-    done = np.zeros(LANES, dtype=np.bool_)
     for lane in range(LANES):
-        done[lane] = lane >= count  # padding lanes do not hold the tile back
-        nfe[lane] = 1
+        counts[NFE, lane] += 1
     velocity(net, sde, t, y, K[0], dirs, ws)
     y1 = np.empty((C, LANES))
-    attempt = 0
-    while True:
-        active = 0
-        for lane in range(LANES):
-            if not done[lane]:
-                active += 1
-        if active == 0:
+    for _ in range(RK45_MAX_ATTEMPTS):
+        if not running(lanes):
             return 0
-        if attempt == RK45_MAX_ATTEMPTS:
-            return active
-        attempt += 1
         for lane in range(LANES):
             hv[lane] = 0.0 if done[lane] else hs[lane]
         for i in range(1, 6):
@@ -536,7 +616,7 @@ def rk45_tile(net, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
         for lane in range(LANES):
             if done[lane]:
                 continue
-            nfe[lane] += 6
+            counts[NFE, lane] += 6
             h = hs[lane]
             sq = 0.0
             for c in range(C):
@@ -545,24 +625,8 @@ def rk45_tile(net, sde, eps, rtol, atol, count, y, y5, K, ts, nfe, dirs, ws):
                     acc += DP_E[i] * K[i, c, lane]
                 r = h * acc / (atol + rtol * max(abs(y[c, lane]), abs(y5[c, lane])))
                 sq += r * r
-            err = math.sqrt(sq / C)
-            if err != err:  # a trial step that overflowed: reject it and shrink
-                factor = RK45_MIN_FACTOR
-            else:
-                factor = RK45_MAX_FACTOR if err == 0.0 else min(RK45_MAX_FACTOR, max(RK45_MIN_FACTOR,
-                                                                                      RK45_SAFETY * err**RK45_EXPONENT))
-            if err <= 1.0:
-                if h >= T - t[lane]:  # the step that reaches T lands exactly on T
-                    t[lane] = T
-                    done[lane] = True
-                else:
-                    t[lane] = t[lane] + h
+            if control(lanes, lane, math.sqrt(sq / C), RK45_EXPONENT):
                 for c in range(C):
                     y[c, lane] = y5[c, lane]
                     K[0, c, lane] = K[6, c, lane]  # FSAL
-            else:
-                factor = min(factor, 1.0)
-            hs[lane] = min(h * factor, T - t[lane])
-            if not done[lane] and h * factor < RK45_MIN_STEP_FRACTION * (T - eps):
-                done[lane] = True  # step-size underflow: not finite at any step; poison log p
-                y[C - 1, lane] = np.nan
+    return give_up(lanes)

@@ -1,8 +1,9 @@
 """The Numba backend: CPU fallbacks of the fused kernels, used when the compiled extension
 is missing. numba is imported only when a kernel runs (it is slow to import); the kernels
-live in ``_numba_kernels`` (compiled on first call, cached on disk by numba). The sampler
-interprets any step program (fastscore/program.py), as the C++ kernels do; this module checks
-every code and index of a request before a kernel sees it."""
+live in ``_numba_kernels`` and, for the adaptive samplers, ``_numba_adaptive`` (compiled on
+first call, cached on disk by numba). The sampler interprets any step program
+(fastscore/program.py), as the C++ kernels do; this module checks every code and index of a
+request before a kernel sees it."""
 
 from __future__ import annotations
 
@@ -16,18 +17,19 @@ from ..netprog import (BINARY, BINARY_FUNCTIONS, COPY, DENSE, INIT_ARENA, INIT_N
                        MODE_PARAM_SCALAR, MODE_SCALAR, NET_OP_WIDTH, NORM, SDE_FUNCTIONS, SDE_OP, UNARY,
                        UNARY_FUNCTIONS, UNARY_PARAMETERS, NetProgram)
 from ..nn import pack
-from ..plan import LOG_PROB_CODES, TRACES, LogProbPlan, SamplePlan
+from ..plan import ADAPTIVE_METHODS, LOG_PROB_CODES, TRACES, AdaptivePlan, LogProbPlan, SamplePlan
 from ..program import DRAW, EVAL, LIN, MAX_REGISTERS, MAX_TERMS, OP_WIDTH
 from ..sde import SDE, SDE_CLASSES
 from .declares import Declares
 
 # the kernels interpret any step program (registers allocated per tile up to MAX_REGISTERS)
-# and run every likelihood method and trace; no size limits
+# and run every likelihood method and trace and both adaptive samplers; no size limits
 DECLARES = Declares(ops=frozenset({EVAL, DRAW, LIN}), max_registers=MAX_REGISTERS,
-                    log_prob=frozenset(LOG_PROB_CODES), traces=frozenset(TRACES))
+                    log_prob=frozenset(LOG_PROB_CODES), traces=frozenset(TRACES),
+                    adaptive=frozenset(ADAPTIVE_METHODS))
 SDE_KINDS = frozenset(SDE_CLASSES)
 
-_kernels = None  # the kernel module, once imported
+_kernels: dict = {}  # kernel modules by name, once imported
 _import_error: str | None = None  # why importing numba / the kernels failed, if it did
 # numba's "workqueue" threading layer (used when neither TBB nor OpenMP is there) aborts the
 # process on concurrent parallel launches; each kernel call already uses every core.
@@ -52,17 +54,16 @@ def _numba_version() -> str:
         return "?"
 
 
-def _k():
-    """The kernel module (imports numba on first use)."""
-    global _kernels, _import_error
-    if _kernels is None:
+def _k(name: str = "_numba_kernels"):
+    """A kernel module of this package (imports numba on first use)."""
+    global _import_error
+    if name not in _kernels:
         try:
-            from . import _numba_kernels
+            _kernels[name] = importlib.import_module(f".{name}", __package__)
         except Exception as exc:  # numba present but broken (e.g. numpy too new for it)
             _import_error = f"{type(exc).__name__}: {exc}"
             raise RuntimeError(f"backend 'numba' is not available here: {_import_error}") from exc
-        _kernels = _numba_kernels
-    return _kernels
+    return _kernels[name]
 
 
 _UNARY_PARAMETERS = {UNARY_FUNCTIONS[name]: k for name, k in UNARY_PARAMETERS.items()}
@@ -264,6 +265,27 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> 
     return logp, torch.from_numpy(nfe)
 
 
+def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor, dict]:
+    """Samples [n, dim] (float32; NaN where a solve failed) and {"nfe", "accepted", "rejected"}
+    [n] (int64) of the per-sample adaptive solves (reference.sample_adaptive): the packed
+    network in float32, the solves in float64."""
+    if plan.method not in ADAPTIVE_METHODS:
+        raise ValueError(f"backend 'numba': unknown adaptive sampler {plan.method!r}")
+    p = pack(model)
+    net, c = net_args(p), cond_args(p, cond, plan.n)
+    out = np.empty((plan.n, p.dim), dtype=np.float32)
+    counts = np.zeros((3, plan.n), dtype=np.int64)
+    if plan.n:
+        k = _k("_numba_adaptive")
+        k0, k1 = _seed_words(plan.seed)
+        with _launch:
+            k.sample_adaptive_kernel(net, _sde_args(plan.sde), ADAPTIVE_METHODS.index(plan.method), float(plan.eps),
+                                     float(plan.rtol), float(plan.atol), bool(plan.denoise), float(plan.prior_std),
+                                     k0, k1, int(plan.start), c, out, counts)
+    return torch.from_numpy(out), {name: torch.from_numpy(counts[i]) for i, name in
+                                   enumerate(("nfe", "accepted", "rejected"))}
+
+
 def net_eval(model, x, t: float, cond=None) -> np.ndarray:
     """s(x, t) [n, dim] (float32) by the samplers' network pass: the time phase at t rounded
     once, the lane phase in float32. For the parity check and tests."""
@@ -296,3 +318,16 @@ def score_trace(model, x, t: float, trace: str = "exact", seed: int = 0, cond=No
         with _launch:
             k.score_trace_kernel(net, xs, c, float(t), trace == "hutchinson", k0, k1, s, tr)
     return s, tr
+
+
+def brownian(seed: int, samples, t, eps: float, T: float, dim: int) -> np.ndarray:
+    """W_i(t) [n, dim] (float64) by the kernels' Brownian trees: rng.brownian's twin (same
+    arguments), for tests and diagnostics."""
+    samples = np.ascontiguousarray(samples, dtype=np.int64)
+    ts = np.ascontiguousarray(t, dtype=np.float64)
+    if samples.ndim != 1 or ts.shape != samples.shape:
+        raise ValueError(f"samples and t must be 1-D of one length, got {samples.shape} and {ts.shape}")
+    out = np.empty((samples.size, dim))
+    k0, k1 = _seed_words(seed)
+    _k("_numba_brownian").brownian_kernel(k0, k1, samples, ts, float(eps), float(T), out)
+    return out
