@@ -277,6 +277,39 @@ void check_time(double t) { require(std::isfinite(t), "t must be finite"); }
 
 F32 new_rows(int64_t n, int dim) { return F32({(py::ssize_t)n, (py::ssize_t)dim}); }
 
+// An adaptive sampling run's checked inputs: the controller and, for the probability flow, the
+// Dormand–Prince pair (LogProbPlan with adaptive = true).
+AdaptivePlan to_adaptive_plan(const SdeTuple& sde, bool brownian, const F64& tableau, const F64& controller, double eps,
+                              double rtol, double atol, bool denoise, double prior_std, int64_t n, uint64_t seed,
+                              int64_t start) {
+  AdaptivePlan p;
+  p.sde = to_sde(sde);
+  p.spec = to_log_prob_plan(p.sde, true, tableau, controller, 1, eps, rtol, atol, false, seed);
+  require(n >= 0 && start >= 0 && start + n <= kStreamIndices, "need n >= 0, start >= 0, start + n <= 2**32");
+  require(std::isfinite(prior_std) && prior_std > 0, "prior_std must be finite and > 0");
+  p.brownian = brownian;
+  p.denoise = denoise;
+  p.prior_std = (float)prior_std;
+  p.start = start;
+  return p;
+}
+
+// A host adaptive sampler (CPU kernel or CUDA emulation) run without the GIL:
+// kernel(out, nfe, accepted, rejected) fills them and returns the failures.
+template <class Kernel>
+py::tuple run_adaptive(int dim, int64_t n, Kernel kernel) {
+  F32 out = new_rows(n, dim);
+  py::array_t<int64_t> nfe(n), acc(n), rej(n);
+  float* op = out.mutable_data();
+  int64_t *np_ = nfe.mutable_data(), *ap = acc.mutable_data(), *rp = rej.mutable_data();
+  int64_t failed;
+  {
+    py::gil_scoped_release nogil;
+    failed = kernel(op, np_, ap, rp);
+  }
+  return py::make_tuple(out, nfe, acc, rej, failed);
+}
+
 // A host sampler (CPU kernel or CUDA emulation) run without the GIL: kernel(out) fills out [n, dim].
 template <class Kernel>
 F32 run_sample(int dim, int64_t n, Kernel kernel) {
@@ -313,6 +346,10 @@ py::tuple run_log_prob(const F32& x, Kernel kernel) {
 #define SAMPLE_ARGS                                                                                                  \
   NET_ARGS, py::arg("program"), py::arg("n_body"), py::arg("n_slots"), py::arg("n_registers"), py::arg("coef"),     \
       py::arg("times"), py::arg("prior_std"), py::arg("cond"), py::arg("n"), py::arg("seed"), py::arg("start")
+#define ADAPTIVE_ARGS                                                                                                \
+  NET_ARGS, py::arg("sde"), py::arg("cond"), py::arg("brownian"), py::arg("tableau"), py::arg("controller"),        \
+      py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("denoise"), py::arg("prior_std"), py::arg("n"),      \
+      py::arg("seed"), py::arg("start")
 #define LOG_PROB_ARGS                                                                                                \
   NET_ARGS, py::arg("sde"), py::arg("x"), py::arg("cond"), py::arg("adaptive"), py::arg("tableau"),                 \
       py::arg("controller"), py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"), \
@@ -435,31 +472,17 @@ PYBIND11_MODULE(_core, mod) {
          F64 tableau, F64 controller, double eps, double rtol, double atol, bool denoise, double prior_std, int64_t n,
          uint64_t seed, int64_t start) {
         const CheckedNet c = to_net(params, ops, header);
-        const SdeParams s = to_sde(sde);
-        // the controller and, for the probability flow, the Dormand–Prince pair (adaptive = true)
-        const LogProbPlan spec = to_log_prob_plan(s, true, tableau, controller, 1, eps, rtol, atol, false, seed);
-        require(n >= 0 && start >= 0 && start + n <= kStreamIndices, "need n >= 0, start >= 0, start + n <= 2**32");
-        require(std::isfinite(prior_std) && prior_std > 0, "prior_std must be finite and > 0");
+        const AdaptivePlan p =
+            to_adaptive_plan(sde, brownian, tableau, controller, eps, rtol, atol, denoise, prior_std, n, seed, start);
         F64 keep;
         const double* cp = to_cond(cond, c.net.L, n, keep);
-        const int dim = c.net.L.dim;
-        F32 out = new_rows(n, dim);
-        py::array_t<int64_t> nfe(n), acc(n), rej(n);
-        float* op = out.mutable_data();
-        int64_t *np_ = nfe.mutable_data(), *ap = acc.mutable_data(), *rp = rej.mutable_data();
-        int64_t failed;
-        {
-          py::gil_scoped_release nogil;
-          failed = cpu::sample_adaptive(c.net, c.n_params, s, spec, brownian, denoise, (float)prior_std, start, cp, n,
-                                        op, np_, ap, rp);
-        }
-        return py::make_tuple(out, nfe, acc, rej, failed);
+        return run_adaptive(c.net.L.dim, n, [&](float* out, int64_t* nfe, int64_t* acc, int64_t* rej) {
+          return cpu::sample_adaptive(c.net, c.n_params, p, cp, n, out, nfe, acc, rej);
+        });
       },
       "(samples [n, dim], nfe, accepted, rejected [n], failed) by a per-sample adaptive solve from T to eps: "
       "Dormand–Prince on the probability flow, or Gotta Go Fast on the reverse SDE (brownian)",
-      NET_ARGS, py::arg("sde"), py::arg("cond"), py::arg("brownian"), py::arg("tableau"), py::arg("controller"),
-      py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("denoise"), py::arg("prior_std"), py::arg("n"),
-      py::arg("seed"), py::arg("start"));
+      ADAPTIVE_ARGS);
 
   mod.def(
       "score_trace",
@@ -535,6 +558,24 @@ PYBIND11_MODULE(_core, mod) {
       "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", LOG_PROB_ARGS,
       py::arg("stage_shared"));
 
+  mod.def(
+      "emulate_sample_adaptive",
+      [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, py::object cond, bool brownian,
+         F64 tableau, F64 controller, double eps, double rtol, double atol, bool denoise, double prior_std, int64_t n,
+         uint64_t seed, int64_t start, bool stage_shared) {
+        const CheckedNet c = to_cuda_net(params, ops, header);
+        const AdaptivePlan p =
+            to_adaptive_plan(sde, brownian, tableau, controller, eps, rtol, atol, denoise, prior_std, n, seed, start);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
+        return run_adaptive(c.net.L.dim, n, [&](float* out, int64_t* nfe, int64_t* acc, int64_t* rej) {
+          return cuda::emulate_sample_adaptive(
+              cuda::AdaptiveArgs{c.net, c.n_params, p, cp, n, out, nfe, acc, rej, stage_shared});
+        });
+      },
+      "the CUDA adaptive sampler launch emulated on the CPU: as sample_adaptive", ADAPTIVE_ARGS,
+      py::arg("stage_shared"));
+
 #ifdef FASTSCORE_WITH_CUDA
   // The CUDA kernels on device pointers (integers), queued on the caller's stream.
   mod.def("cuda_devices", [] {
@@ -583,5 +624,27 @@ PYBIND11_MODULE(_core, mod) {
       NET_ARGS, py::arg("sde"), py::arg("x"), py::arg("n"), py::arg("cond"), py::arg("adaptive"), py::arg("tableau"),
       py::arg("controller"), py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"),
       py::arg("seed"), py::arg("logp"), py::arg("nfe"), py::arg("device"), py::arg("stream"));
+
+  mod.def(
+      "cuda_sample_adaptive",
+      [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, py::object cond, bool brownian,
+         F64 tableau, F64 controller, double eps, double rtol, double atol, bool denoise, double prior_std, int64_t n,
+         uint64_t seed, int64_t start, uintptr_t out, uintptr_t nfe, uintptr_t accepted, uintptr_t rejected,
+         int device, uintptr_t stream) {
+        const CheckedNet c = to_cuda_net(params, ops, header);
+        const AdaptivePlan p =
+            to_adaptive_plan(sde, brownian, tableau, controller, eps, rtol, atol, denoise, prior_std, n, seed, start);
+        F64 keep;
+        const double* cp = to_cond(cond, c.net.L, n, keep);
+        const auto i64 = [](uintptr_t ptr) { return reinterpret_cast<int64_t*>(ptr); };
+        py::gil_scoped_release nogil;
+        return cuda::sample_adaptive(cuda::AdaptiveArgs{c.net, c.n_params, p, cp, n, reinterpret_cast<float*>(out),
+                                                        i64(nfe), i64(accepted), i64(rejected), false},
+                                     device, stream);
+      },
+      "the CUDA adaptive samplers on device pointers out [n, dim] float32, nfe / accepted / rejected [n] int64 "
+      "(cond: host float64); waits for `stream` and returns the number of failed solves",
+      ADAPTIVE_ARGS, py::arg("out"), py::arg("nfe"), py::arg("accepted"), py::arg("rejected"), py::arg("device"),
+      py::arg("stream"));
 #endif
 }

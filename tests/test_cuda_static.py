@@ -21,11 +21,13 @@ def constant(name: str) -> int:
 BLOCK, MIN_BLOCKS = constant("kBlock"), constant("kMinBlocks")
 DIM, ARENA, TIME_ARENA = constant("kMaxDim"), constant("kMaxArena"), constant("kMaxTimeArena")
 REGS, STAGES = constant("kMaxRegisters"), constant("kMaxStages")
-# bytes of the per-thread arrays thread_body.h declares (sample_thread, log_prob_thread)
+# bytes of the per-thread arrays thread_body.h declares (sample_thread, log_prob_thread, adaptive_thread)
 DECLARED = {
     "sample_kernel": 4 * (REGS * DIM + ARENA) + 8 * TIME_ARENA + 8 * REGS,  # registers, arena, cond arena, pointers
     "log_prob_kernel": 4 * (ARENA + DIM * ARENA + DIM * DIM + DIM + 3 * (DIM + 1) + 1 + STAGES * (DIM + 1))
     + 8 * TIME_ARENA,  # arena, tangents, directions, score, y y1 y5, Kahan term, stages; time arena
+    "adaptive_kernel": 4 * (ARENA + DIM + 3 * (DIM + 1) + 1 + STAGES * (DIM + 1))
+    + 8 * (TIME_ARENA + 5 * DIM + DIM),  # as log_prob_kernel without tangents; Brownian values, prior normals
 }
 FRAME_SLACK = 2048  # scalars and call frames beside the arrays
 REGISTERS_PER_SM = 65536  # sm_80 and sm_90
@@ -58,7 +60,7 @@ def report(request, tmp_path_factory):
 
 
 def kernel(report, kind) -> dict:
-    """The resources of the sample_kernel or log_prob_kernel entry."""
+    """The resources of a kernel entry (sample_kernel, log_prob_kernel, adaptive_kernel)."""
     (res,) = [res for name, res in report.items() if re.search(kind + r"E", name)]
     return res
 

@@ -12,9 +12,11 @@
 namespace fastscore {
 namespace cpu {
 
-int64_t sample_adaptive(const Net& packed, size_t n_params, const SdeParams& sde, const LogProbPlan& p, bool brownian,
-                        bool denoise, float prior_std, int64_t start, const double* cond, int64_t n, float* out,
-                        int64_t* nfe, int64_t* accepted, int64_t* rejected) {
+int64_t sample_adaptive(const Net& packed, size_t n_params, const AdaptivePlan& plan, const double* cond, int64_t n,
+                        float* out, int64_t* nfe, int64_t* accepted, int64_t* rejected) {
+  const SdeParams& sde = plan.sde;
+  const LogProbPlan& p = plan.spec;
+  const int64_t start = plan.start;
   const CpuNet staged(packed, n_params);
   const Net& net = staged.net;
   const int D = net.L.dim;
@@ -31,12 +33,12 @@ int64_t sample_adaptive(const Net& packed, size_t n_params, const SdeParams& sde
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
       fill_normals(p.seed, start + first, 0u, kStreamPrior, D, b.y);
-      for (int d = 0; d < D; ++d) b.y[d] = b.y[d] * prior_std;
+      for (int d = 0; d < D; ++d) b.y[d] = b.y[d] * plan.prior_std;
       import_cond_tile(net, cond + first * net.L.cond_dim, count, w.arenas);
       int64_t tn[kTile], ta[kTile], tr[kTile];
-      failed += brownian ? ggf_steps<kRows, kKMajor>(net, sde, p, p.seed, start + first, count, b, wt.data(), tn, ta, tr)
+      failed += plan.brownian ? ggf_steps<kRows, kKMajor>(net, sde, p, p.seed, start + first, count, b, wt.data(), tn, ta, tr)
                          : adaptive_steps<kRows, kKMajor>(net, sde, p, 0, sde.T, p.eps, D, count, b, tn, ta, tr);
-      if (denoise) {
+      if (plan.denoise) {
         denoise_lanes<kRows, kKMajor>(net, sde, p.eps, b);
         for (int l = 0; l < kTile; ++l) tn[l] += 1;
       }

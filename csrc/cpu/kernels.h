@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "fastscore/adaptive_sample.h"
 #include "fastscore/net.h"
 #include "fastscore/ode.h"
 #include "fastscore/program.h"
@@ -36,13 +37,12 @@ int64_t log_prob(const Net& net, size_t n_params, const SdeParams& sde, const Lo
                  const double* cond, int64_t n, double* logp, int64_t* nfe);
 
 // n samples by a per-sample adaptive solve from the prior at T down to eps (adaptive_sample.h):
-// the Dormand–Prince controller of spec on the probability flow, or (brownian) Gotta Go Fast
-// on the reverse SDE with each sample's Brownian tree; then Tweedie's step if denoise. Sample
-// j is stream index start + j. out [n, dim]; nfe, accepted, rejected [n]. Returns the number
-// of samples that gave up (too many attempts).
-int64_t sample_adaptive(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec, bool brownian,
-                        bool denoise, float prior_std, int64_t start, const double* cond, int64_t n, float* out,
-                        int64_t* nfe, int64_t* accepted, int64_t* rejected);
+// the Dormand–Prince controller of the plan on the probability flow, or (brownian) Gotta Go
+// Fast on the reverse SDE with each sample's Brownian tree; then Tweedie's step if denoise.
+// Sample j is stream index start + j. out [n, dim]; nfe, accepted, rejected [n]. Returns the
+// number of samples that gave up (too many attempts).
+int64_t sample_adaptive(const Net& net, size_t n_params, const AdaptivePlan& plan, const double* cond, int64_t n,
+                        float* out, int64_t* nfe, int64_t* accepted, int64_t* rejected);
 
 int max_threads();
 

@@ -10,6 +10,7 @@
 #include "fastscore/ode.h"
 #include "fastscore/program.h"
 #include "fastscore/sde.h"
+#include "thread_body.h"
 
 namespace fastscore {
 namespace cuda {
@@ -27,6 +28,10 @@ void sample(const Net& net, size_t n_params, const SamplePlan& plan, const doubl
             int device, uintptr_t stream);
 int64_t log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec, const float* x,
                  const double* cond, int64_t n, double* logp, int64_t* nfe, int device, uintptr_t stream);
+// The per-sample adaptive samplers (thread_body.h AdaptiveArgs: a.net and a.cond are host
+// memory, the outputs device pointers); waits for its stream and returns the number of
+// samples whose solve gave up.
+int64_t sample_adaptive(const AdaptiveArgs& a, int device, uintptr_t stream);
 
 // The same launches with every (block, thread) body run on the CPU, in block order; host
 // pointers. stage_shared: route the params through an emulated shared-memory copy.
@@ -34,6 +39,7 @@ void emulate_sample(const Net& net, size_t n_params, const SamplePlan& plan, con
                     bool stage_shared);
 int64_t emulate_log_prob(const Net& net, size_t n_params, const SdeParams& sde, const LogProbPlan& spec,
                          const float* x, const double* cond, int64_t n, double* logp, int64_t* nfe, bool stage_shared);
+int64_t emulate_sample_adaptive(const AdaptiveArgs& a);  // host pointers; a.stage_shared as asked
 
 }  // namespace cuda
 }  // namespace fastscore

@@ -49,5 +49,14 @@ int64_t emulate_log_prob(const Net& net, size_t n_params, const SdeParams& sde, 
   return failed;
 }
 
+int64_t emulate_sample_adaptive(const AdaptiveArgs& args) {
+  const std::vector<float> w = k_major_params(args.net, args.n_params);
+  AdaptiveArgs a = args;
+  a.net = Net{args.net.L, args.net.ops, w.data()};
+  int64_t failed = 0;
+  run_grid(a.n, w, a.stage_shared, [&](const float* wt, int64_t i) { failed += adaptive_thread(a, wt, i); });
+  return failed;
+}
+
 }  // namespace cuda
 }  // namespace fastscore

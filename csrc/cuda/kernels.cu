@@ -42,6 +42,12 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks) log_prob_kernel(LogProbArg
   if (i < a.n && log_prob_thread(a, w, i)) atomicAdd(failed, 1ull);
 }
 
+__global__ void __launch_bounds__(kBlock, kMinBlocks) adaptive_kernel(AdaptiveArgs a, unsigned long long* failed) {
+  const float* w = block_weights(a.n_params, a.net.params, a.stage_shared);
+  const int64_t i = thread_sample(blockIdx.x, threadIdx.x, blockDim.x);
+  if (i < a.n && adaptive_thread(a, w, i)) atomicAdd(failed, 1ull);
+}
+
 // A device buffer freed in stream order when it goes out of scope.
 template <class T>
 struct StreamBuffer {
@@ -93,6 +99,22 @@ struct DeviceCond {
   }
   const double* ptr() const { return buf.count ? buf.ptr : nullptr; }
   StreamBuffer<double> buf;
+};
+
+// the kernels' count of samples whose adaptive solve gave up, zeroed on the stream
+struct FailureCount {
+  explicit FailureCount(cudaStream_t stream) : buf(1, stream) {
+    FS_CUDA_CHECK(cudaMemsetAsync(buf.ptr, 0, sizeof(unsigned long long), stream));
+  }
+  unsigned long long* ptr() { return buf.ptr; }
+  // the count once the stream's work is done
+  int64_t wait(cudaStream_t stream) {
+    unsigned long long host = 0;
+    FS_CUDA_CHECK(cudaMemcpyAsync(&host, buf.ptr, sizeof host, cudaMemcpyDeviceToHost, stream));
+    FS_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return (int64_t)host;
+  }
+  StreamBuffer<unsigned long long> buf;
 };
 
 unsigned grid_for(int64_t n) { return (unsigned)((n + kBlock - 1) / kBlock); }
@@ -147,16 +169,29 @@ int64_t log_prob(const Net& net, size_t n_params, const SdeParams& sde, const Lo
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const DeviceNet dnet(net, n_params, stream);
   const DeviceCond dcond(cond, n, net.L.cond_dim, stream);
-  StreamBuffer<unsigned long long> failed(1, stream);
-  FS_CUDA_CHECK(cudaMemsetAsync(failed.ptr, 0, sizeof(unsigned long long), stream));
+  FailureCount failed(stream);
   const size_t smem = shared_bytes_for(n_params, device, log_prob_kernel);
   const LogProbArgs a{dnet.view, n_params, sde, spec, x, dcond.ptr(), n, logp, nfe, smem > 0};
-  log_prob_kernel<<<grid_for(n), kBlock, smem, stream>>>(a, failed.ptr);
+  log_prob_kernel<<<grid_for(n), kBlock, smem, stream>>>(a, failed.ptr());
   FS_CUDA_CHECK(cudaGetLastError());
-  unsigned long long host_failed = 0;
-  FS_CUDA_CHECK(cudaMemcpyAsync(&host_failed, failed.ptr, sizeof host_failed, cudaMemcpyDeviceToHost, stream));
-  FS_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return (int64_t)host_failed;
+  return failed.wait(stream);
+}
+
+int64_t sample_adaptive(const AdaptiveArgs& args, int device, uintptr_t stream_handle) {
+  if (args.n == 0) return 0;
+  FS_CUDA_CHECK(cudaSetDevice(device));
+  const cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  const DeviceNet dnet(args.net, args.n_params, stream);
+  const DeviceCond dcond(args.cond, args.n, args.net.L.cond_dim, stream);
+  FailureCount failed(stream);
+  AdaptiveArgs a = args;
+  a.net = dnet.view;
+  a.cond = dcond.ptr();
+  const size_t smem = shared_bytes_for(a.n_params, device, adaptive_kernel);
+  a.stage_shared = smem > 0;
+  adaptive_kernel<<<grid_for(a.n), kBlock, smem, stream>>>(a, failed.ptr());
+  FS_CUDA_CHECK(cudaGetLastError());
+  return failed.wait(stream);
 }
 
 }  // namespace cuda

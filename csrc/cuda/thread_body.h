@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fastscore/adaptive_sample.h"
 #include "fastscore/likelihood.h"
 #include "fastscore/net.h"
 #include "fastscore/philox.h"
@@ -123,6 +124,49 @@ FS_HD int log_prob_thread(const LogProbArgs& s, const float* params, int64_t i) 
   const int failed = integrate<kRows, kKMajor>(net, s.sde, s.spec, nt, 1, b, &nfe);
   s.logp[i] = lane_log_prob(s.sde, D, b, 0);
   s.nfe[i] = nfe;
+  return failed;
+}
+
+// A launch of the per-sample adaptive samplers (adaptive_sample.h): every sample from T to eps.
+struct AdaptiveArgs {
+  Net net;
+  size_t n_params;
+  AdaptivePlan plan;
+  const double* cond;  // [n, cond_dim] or null
+  int64_t n;
+  float* out;                          // [n, dim]
+  int64_t *nfe, *accepted, *rejected;  // [n]
+  bool stage_shared;
+};
+
+// sample i of an adaptive launch, as one lane of the CPU tile; returns 1 if its solve gave up
+FS_HD int adaptive_thread(const AdaptiveArgs& s, const float* params, int64_t i) {
+  const Net net{s.net.L, s.net.ops, params};
+  const int D = net.L.dim;
+  // no tangents (the samplers evaluate the score alone), so no dT or directions
+  float a[kMaxArena], sc[kMaxDim], y[kMaxDim + 1], y1[kMaxDim + 1], y5[kMaxDim + 1], comp[1],
+      K[kMaxStages * (kMaxDim + 1)];
+  double ta[kMaxTimeArena], wt[5 * kMaxDim];  // ggf_steps' Brownian values and scratch
+  const OdeBuffers<float> b{a, nullptr, nullptr, sc, y, y1, y5, comp, K, ta};
+  import_cond(net, s.cond, i, ta, a);
+  const AdaptivePlan& p = s.plan;
+  const uint32_t index = (uint32_t)(p.start + i);
+  double z[kMaxDim];
+  draw_normals<double>(p.spec.seed, index, 0u, (uint32_t)kStreamPrior, D, z);
+  for (int d = 0; d < D; ++d) y[d] = (float)z[d] * p.prior_std;
+  int64_t nfe, accepted, rejected;
+  const int failed = p.brownian ? ggf_steps<kRows, kKMajor>(net, p.sde, p.spec, p.spec.seed, index, 1, b, wt, &nfe,
+                                                            &accepted, &rejected)
+                                : adaptive_steps<kRows, kKMajor>(net, p.sde, p.spec, 0, p.sde.T, p.spec.eps, D, 1, b,
+                                                                 &nfe, &accepted, &rejected);
+  if (p.denoise) {
+    denoise_lanes<kRows, kKMajor>(net, p.sde, p.spec.eps, b);
+    nfe += 1;
+  }
+  for (int d = 0; d < D; ++d) s.out[i * D + d] = y[d];
+  s.nfe[i] = nfe;
+  s.accepted[i] = accepted;
+  s.rejected[i] = rejected;
   return failed;
 }
 

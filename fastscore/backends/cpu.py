@@ -91,14 +91,20 @@ def controller_args(h0_fraction: float = integrators.RK45_H0_FRACTION,
                      exponent, integrators.RK45_MAX_ATTEMPTS, integrators.RK45_MIN_STEP_FRACTION])
 
 
-def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor, dict]:
+def adaptive_args(plan: AdaptivePlan, cond) -> tuple:
+    """The arguments of _core's adaptive samplers after the network's: the SDE, cond, the
+    controller (Gotta Go Fast's for em_adaptive, else rk45's with its Dormand–Prince pair) and
+    the run."""
     brownian = plan.method == "em_adaptive"
     _, table, controller = integrator_args("rk45")
     if brownian:
         controller = controller_args(integrators.GGF_H0_FRACTION, -integrators.GGF_R)
-    x, nfe, acc, rej, failed = _core.sample_adaptive(
-        *net_args(pack(model)), sde_tuple(plan.sde), cond_array(cond), brownian, table, controller, plan.eps,
-        plan.rtol, plan.atol, plan.denoise, plan.prior_std, plan.n, plan.seed, plan.start)
+    return (sde_tuple(plan.sde), cond_array(cond), brownian, table, controller, plan.eps, plan.rtol, plan.atol,
+            plan.denoise, plan.prior_std, plan.n, plan.seed, plan.start)
+
+
+def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor, dict]:
+    x, nfe, acc, rej, failed = _core.sample_adaptive(*net_args(pack(model)), *adaptive_args(plan, cond))
     rk45_failure(failed, plan.n)
     info = {"nfe": torch.from_numpy(nfe), "accepted": torch.from_numpy(acc), "rejected": torch.from_numpy(rej)}
     return torch.from_numpy(x), info

@@ -13,10 +13,10 @@ import torch
 from dataclasses import replace
 
 from ..nn import pack
-from ..plan import LogProbPlan, SamplePlan
+from ..plan import AdaptivePlan, LogProbPlan, SamplePlan
 from ..sde import SDE
 from . import cpu
-from .cpu import _core, cond_array, integrator_args, net_args, program_args, rk45_failure, sde_tuple
+from .cpu import _core, adaptive_args, cond_array, integrator_args, net_args, program_args, rk45_failure, sde_tuple
 
 # the CPU kernels' declaration (the same shared headers) within the per-thread array sizes of
 # csrc/cuda/thread_body.h
@@ -52,6 +52,17 @@ def sample(model, plan: SamplePlan, cond=None) -> torch.Tensor:
     _core.cuda_sample(*net_args(p), *program_args(plan), cond_array(cond), plan.n, plan.seed, plan.start,
                       out.data_ptr(), device.index, stream)
     return out
+
+
+def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor, dict]:
+    device = model_device(model)
+    out = torch.empty((plan.n, plan.dim), dtype=torch.float32, device=device)
+    nfe, acc, rej = (torch.empty(plan.n, dtype=torch.int64, device=device) for _ in range(3))
+    stream = torch.cuda.current_stream(device).cuda_stream
+    failed = _core.cuda_sample_adaptive(*net_args(pack(model)), *adaptive_args(plan, cond), out.data_ptr(),
+                                        nfe.data_ptr(), acc.data_ptr(), rej.data_ptr(), device.index, stream)
+    rk45_failure(failed, plan.n)
+    return out, {"nfe": nfe, "accepted": acc, "rejected": rej}
 
 
 def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:

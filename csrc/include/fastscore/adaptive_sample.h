@@ -16,6 +16,17 @@ namespace fastscore {
 
 constexpr int kBrownianDepth = 24;  // fastscore/rng.py BROWNIAN_DEPTH
 
+// One adaptive sampling run (fastscore/plan.py AdaptivePlan): the controller, tolerances, eps
+// and seed in `spec` (with the Dormand–Prince pair for the probability flow).
+struct AdaptivePlan {
+  SdeParams sde;
+  LogProbPlan spec;
+  bool brownian;  // Gotta Go Fast on the reverse SDE, else Dormand–Prince on the probability flow
+  bool denoise;   // Tweedie's denoising step at eps (one more evaluation)
+  float prior_std;
+  int64_t start;  // index of the run's first sample in the seed's stream
+};
+
 // W(t) [D] (double) of sample `sample`'s Brownian path on [eps, T], W(eps) = 0: the twin of
 // fastscore/rng.py brownian (a Brownian tree on stream kStreamBrownian, node j at step j).
 // scratch: 3 D doubles.
