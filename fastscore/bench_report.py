@@ -20,8 +20,14 @@ def _number(value, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
 
 
-def _load(averages) -> str:
-    return "unknown" if averages is None else " / ".join(f"{v:.2f}" for v in averages)
+def _load(averages, cores: int) -> str:
+    """The load averages at the end of the run and what they say about the times (the bench's
+    own threads count toward them, so only a load above the core count shows competition)."""
+    if averages is None:
+        return "load average unknown"
+    verdict = (f"above the {cores} cores: other work competed for the CPU and slowed the times"
+               if max(averages) > cores else f"within the {cores} cores: no sign of competing work")
+    return "load average " + " / ".join(f"{v:.2f}" for v in averages) + f" (1, 5, 15 min, at the end; {verdict})"
 
 
 def _budget(row: dict) -> str:
@@ -40,8 +46,7 @@ def markdown(result) -> str:
         "",
         f"- machine: {m['cpu_model']}, {m['cores']} cores ({m['affinity']} usable); torch {m['torch']} "
         f"({m['torch_threads']} threads), numba {m['numba'] or 'not installed'}, numpy {m['numpy']}, "
-        f"python {m['python']}, fastscore {m['fastscore']}; load average {_load(m['load_avg'])} (1, 5, 15 min, at "
-        "the end: above the core count, other work competed for the CPU and slowed the times)",
+        f"python {m['python']}, fastscore {m['fastscore']}; {_load(m['load_avg'], m['cores'])}",
         f"- run: backend `{s['backend']}`, n = {s['n']:,} samples per cell, seed {s['seed']} (the same for every "
         f"cell: every method starts from the same prior draws), eps = {s['eps']:g}; time = median of {s['rounds']} "
         "calls after one untimed warm-up call",

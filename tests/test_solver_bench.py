@@ -16,7 +16,7 @@ import torch
 from scipy.stats import norm
 
 import fastscore as fs
-from fastscore import cli, metrics, targets
+from fastscore import bench_report, cli, metrics, targets
 from fastscore.datasets import GMM_SEED003, MIXTURE1D, GaussianMixture
 from fastscore.solver_bench import Cell, MethodSpec, configure, evals_per_step
 
@@ -296,3 +296,9 @@ def test_cli_bench_without_pot_names_the_extra(tmp_path):
                          timeout=300, cwd=tmp_path, env=ENV)
     assert out.returncode == 2
     assert 'pip install "fastscore[bench]"' in out.stderr and "Traceback" not in out.stderr
+
+
+def test_load_verdict_names_competing_work_only_above_the_core_count():
+    assert "above the 2 cores" in bench_report._load((2.5, 1.0, 0.5), 2)
+    assert "within the 2 cores" in bench_report._load((2.0, 1.9, 1.0), 2)
+    assert bench_report._load(None, 2) == "load average unknown"
