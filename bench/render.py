@@ -1,8 +1,10 @@
-"""Render a pytest-benchmark JSON of bench/test_bench_em.py as a markdown table and a plot.
+"""Render a pytest-benchmark JSON of bench/test_bench_em.py as a markdown table and a plot
+(and the tables of the likelihood and call-overhead suites, where they ran).
 
     python bench/render.py bench/results/em_cpu.json
 
-writes em_cpu.md and em_cpu.png next to the JSON (or under --out-dir). Speed-ups compare
+writes em_cpu.md and em_cpu.png next to the JSON (or under --out-dir; a JSON of the other
+suites alone gives the .md only). Speed-ups compare
 throughput per sample-step (GFLOP/s), measured in the same run, so cases whose step counts
 differ between backends still compare fairly.
 """
@@ -63,6 +65,32 @@ def log_prob_table(data: dict) -> list[str]:
                      f"| {e['max_abs_err']:.2e} | {e['mean_abs_err']:.2e} | {e['mean_nfe']:.0f} |")
     lines += ["", "Errors against reference rk4 with 2,000 steps in float64. seed000: scipy RK45 on the batch "
               "with autograd divergence (seed 000's likelihood_ode); nfe there is the batch's count."]
+    return lines
+
+
+def overhead_table(data: dict) -> list[str]:
+    """Markdown table of the call-overhead suite (bench/test_bench_overhead.py), if it ran."""
+    runs = [b for b in data["benchmarks"] if b["extra_info"].get("suite") == "overhead"]
+    if not runs:
+        return []
+    cases: dict = {}
+    for b in runs:
+        e = b["extra_info"]
+        cases.setdefault((e["n"], e["steps"]), {"info": e})[e["way"]] = b["stats"]["median"]
+    us = lambda t: "" if t is None else f"{t * 1e6:,.1f}"  # noqa: E731
+    lines = ["", "## Fixed cost of a call (seed-002 network, `em`, backend `cpu`), median µs", "",
+             f"One-thread FMA peak {runs[0]['extra_info']['thread_peak_gflops']:.1f} GFLOP/s (measured in this run).", "",
+             "| n | steps | arithmetic | kernel | Sampler | Python overhead | Sampler / arithmetic | fs.sample (cached) "
+             "| fresh Sampler per call |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (n, steps), c in sorted(cases.items()):
+        arith, kernel, prepared = c["info"]["arithmetic_s"], c.get("kernel"), c.get("Sampler")
+        overhead = None if kernel is None or prepared is None else prepared - kernel
+        ratio = "" if prepared is None else f"{prepared / arith:.1f}x"
+        lines.append(f"| {n} | {steps} | {us(arith)} | {us(kernel)} | {us(prepared)} | {us(overhead)} | {ratio} "
+                     f"| {us(c.get('sample'))} | {us(c.get('fresh'))} |")
+    lines += ["", "arithmetic = FLOPs / (one-thread peak x threads the call can use: one per tile of samples); "
+              "kernel = `_core.PreparedSampler.run` alone; Python overhead = Sampler - kernel."]
     return lines
 
 
@@ -201,14 +229,19 @@ def main(argv=None) -> None:
     ap.add_argument("--out-dir", type=Path, default=None, help="where to write .md and .png (default: beside the JSON)")
     args = ap.parse_args(argv)
     data, rows = load(args.json)
-    if not rows:
-        raise SystemExit(f"{args.json}: no benchmarks with recorded throughput")
     out_dir = args.out_dir or args.json.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     md, png = out_dir / f"{args.json.stem}.md", out_dir / f"{args.json.stem}.png"
+    others = log_prob_table(data) + overhead_table(data)
+    if not rows:
+        if not others:
+            raise SystemExit(f"{args.json}: no benchmarks of a known suite")
+        md.write_text("\n".join([f"# {args.json.stem}", *others, ""]))
+        print(f"wrote {md}")
+        return
     peak = data.get("machine_info", {}).get("fastscore", {}).get("fma_peak", {}).get("gflops", rows[0]["peak"])
     lines = header(data, rows) + ["", f"![throughput]({png.name})", ""] + table(rows) + summary(rows)
-    lines += log_prob_table(data)
+    lines += others
     lines += ["", "Columns: see bench/README.md. spread = (slowest - fastest round) / median; "
               "other load = CPU used by other processes during the rounds, as a share of all cores; "
               f"⚠ marks spread > {NOISY_SPREAD:.0%} or other load > {BUSY_FOREIGN:.0%}.", ""]

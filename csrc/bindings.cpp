@@ -342,6 +342,45 @@ py::tuple run_log_prob(const F32& x, Kernel kernel) {
 }  // namespace
 
 // the network (fastscore/backends/cpu.py net_args), then the plan (program_args)
+// A CPU sampler prepared once: its own copies of the network and the program (the caller may
+// change its arrays afterwards), the weights staged k-major and the time table computed here,
+// so run() only checks (n, seed, start, cond) and runs the kernel.
+class PreparedSampler {
+ public:
+  PreparedSampler(F32 params, I32 ops, const NetTuple& header, I32 program, int n_body, int n_slots, int n_registers,
+                  F32 coef, F64 times, double prior_std)
+      : params_(copy(params)), ops_(copy(ops)), program_(copy(program)), coef_(copy(coef)),
+        checked_(to_net(params_, ops_, header)), staged_(checked_.net, checked_.n_params),
+        plan_(to_sample_plan(checked_.net, program_, n_body, n_slots, n_registers, coef_, times, prior_std, 0, 0, 0,
+                             table_)) {}
+
+  F32 run(const py::object& cond, int64_t n, uint64_t seed, int64_t start) const {
+    require(n >= 0 && start >= 0 && start + n <= kStreamIndices, "need n >= 0, start >= 0, start + n <= 2**32");
+    F64 keep;
+    const double* cp = to_cond(cond, checked_.net.L, n, keep);
+    SamplePlan p = plan_;
+    p.seed = seed;
+    p.start = start;
+    return run_sample(checked_.net.L.dim, n, [&](float* out) { cpu::sample(staged_.net, p, cp, n, out); });
+  }
+
+  PreparedSampler(const PreparedSampler&) = delete;  // the plan points into its own members
+  PreparedSampler& operator=(const PreparedSampler&) = delete;
+
+ private:
+  template <class A>
+  static A copy(const A& a) {
+    return py::cast<A>(a.attr("copy")());
+  }
+  F32 params_;
+  I32 ops_, program_;
+  F32 coef_;
+  std::vector<float> table_;
+  CheckedNet checked_;
+  cpu::CpuNet staged_;
+  SamplePlan plan_;
+};
+
 #define NET_ARGS py::arg("params"), py::arg("ops"), py::arg("header")
 #define SAMPLE_ARGS                                                                                                  \
   NET_ARGS, py::arg("program"), py::arg("n_body"), py::arg("n_slots"), py::arg("n_registers"), py::arg("coef"),     \
@@ -377,11 +416,13 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "fma_peak_gflops",
-      [](int64_t iters) {
+      [](int64_t iters, int threads) {
+        require(iters >= 1 && threads >= 0, "need iters >= 1 and threads >= 0");
         py::gil_scoped_release nogil;
-        return cpu::fma_peak_gflops(iters);
+        return cpu::fma_peak_gflops(iters, threads);
       },
-      "measured FP32 FMA peak of all OpenMP threads in GFLOP/s", py::arg("iters") = 20000000);
+      "measured FP32 FMA peak in GFLOP/s of `threads` OpenMP threads (0: all of them)",
+      py::arg("iters") = 20000000, py::arg("threads") = 0);
 
   mod.def(
       "philox",
@@ -452,17 +493,20 @@ PYBIND11_MODULE(_core, mod) {
       },
       "s_theta(x, t) [n, dim] by the tiled CPU forward pass", NET_ARGS, py::arg("x"), py::arg("cond"), py::arg("t"));
 
+  py::class_<PreparedSampler>(mod, "PreparedSampler",
+                              "a CPU sampler checked, staged and tabulated once; run() pays only the kernel")
+      .def(py::init<F32, I32, const NetTuple&, I32, int, int, int, F32, F64, double>(), NET_ARGS, py::arg("program"),
+           py::arg("n_body"), py::arg("n_slots"), py::arg("n_registers"), py::arg("coef"), py::arg("times"),
+           py::arg("prior_std"))
+      .def("run", &PreparedSampler::run, "samples [n, dim] of stream indices start .. start + n - 1 (cond [n, "
+           "cond_dim] float64 or None)", py::arg("cond"), py::arg("n"), py::arg("seed"), py::arg("start"));
+
   mod.def(
       "sample",
       [](F32 params, I32 ops, const NetTuple& header, I32 program, int n_body, int n_slots, int n_registers, F32 coef,
          F64 times, double prior_std, py::object cond, int64_t n, uint64_t seed, int64_t start) {
-        const CheckedNet c = to_net(params, ops, header);
-        std::vector<float> table;
-        const SamplePlan p =
-            to_sample_plan(c.net, program, n_body, n_slots, n_registers, coef, times, prior_std, n, seed, start, table);
-        F64 keep;
-        const double* cp = to_cond(cond, c.net.L, n, keep);
-        return run_sample(c.net.L.dim, n, [&](float* out) { cpu::sample(c.net, c.n_params, p, cp, n, out); });
+        return PreparedSampler(params, ops, header, program, n_body, n_slots, n_registers, coef, times, prior_std)
+            .run(cond, n, seed, start);
       },
       "fused sampler running a step program (fastscore/program.py) with its tables: [n, dim]", SAMPLE_ARGS);
 

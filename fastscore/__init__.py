@@ -2,12 +2,12 @@
 
 from . import datasets, metrics, samplers, targets
 from .backends import backends
-from .likelihood import bits_per_dim, log_prob
+from .likelihood import LogProb, bits_per_dim, log_prob
 from .fx_import import ImportedModel, UnsupportedNetwork, from_torch
 from .netprog import NetProgram
 from .nn import ScoreMLP, pack
 from .train import train
-from .sampling import sample
+from .sampling import Sampler, sample
 from .solver_bench import bench
 from .sde import EDMSDE, SDE, CosineVPSDE, GeometricVESDE, SubVPSDE, VESDE, VPSDE
 
@@ -16,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "SDE", "VPSDE", "VESDE", "SubVPSDE", "CosineVPSDE", "GeometricVESDE", "EDMSDE", "ScoreMLP", "NetProgram", "pack", "from_torch", "ImportedModel",
     "UnsupportedNetwork",
-    "sample", "log_prob", "bits_per_dim", "backends", "datasets", "samplers", "train", "bench", "metrics", "targets",
+    "sample", "Sampler", "log_prob", "LogProb", "bits_per_dim", "backends", "datasets", "samplers", "train", "bench", "metrics", "targets",
 ]

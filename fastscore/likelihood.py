@@ -1,13 +1,15 @@
-"""``fastscore.log_prob``: log-likelihoods by the probability-flow ODE."""
+"""``fastscore.log_prob`` and ``fastscore.LogProb``: log-likelihoods by the probability-flow ODE."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 
 from .backends import module, resolve
 from .plan import check_cond, check_finite_result, check_points, make_log_prob_plan
+from .prepared import cached
 from .sde import SDE
 
 
@@ -48,14 +50,34 @@ def log_prob(
     Raises FloatingPointError if the solve of a point blew up (its log p is not finite),
     naming the count and the first such point, on every backend.
     """
-    plan = make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed)
-    x = check_points(x, plan.dim)
-    cond = check_cond(model, cond, x.shape[0])
-    name = resolve(backend, "log_prob", plan.method, model, trace=plan.trace)
-    logp, nfe = module(name).log_prob(model, sde, x, plan, cond)
-    check_finite_result(logp, f"log_prob (method {plan.method!r}, backend {name!r})")
-    logp, nfe = logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
-    return (logp, {"nfe": nfe}) if return_info else logp
+    prepared = cached(model, ("log_prob", sde, method, steps, rtol, atol, eps, backend, trace, seed),
+                      lambda: LogProb(model, sde, method, steps, rtol, atol, eps, backend, trace=trace, seed=seed))
+    return prepared(x, cond=cond, return_info=return_info)
+
+
+class LogProb:
+    """A log-density request prepared once: ``lp = fs.LogProb(model, sde, method, ...)`` checks
+    the request and picks the backend; ``lp(x, cond=...)`` then equals ``fs.log_prob`` with the
+    same arguments. The arguments are ``fs.log_prob``'s; on the kernel backends it holds the
+    network as it was when made (a copy), the reference runs the module itself. ``lp.backend``:
+    the backend it runs on."""
+
+    def __init__(self, model: torch.nn.Module, sde: SDE, method: str = "rk45", steps: int = 100, rtol: float = 1e-5,
+                 atol: float = 1e-5, eps: float = 1e-5, backend: str = "auto", *, trace: str = "exact", seed: int = 0):
+        self.plan = make_log_prob_plan(model, sde, method, steps, eps, rtol, atol, trace, seed)
+        self.backend = resolve(backend, "log_prob", self.plan.method, model, trace=self.plan.trace)
+        # as fs.Sampler: the kernels' copy of the network, or the module itself for the reference
+        self._model = model if self.backend == "torch" else copy.deepcopy(model)
+        self._sde = sde
+        self._what = f"log_prob (method {self.plan.method!r}, backend {self.backend!r})"
+
+    def __call__(self, x, *, cond=None, return_info: bool = False):
+        x = check_points(x, self.plan.dim)
+        cond = check_cond(self._model, cond, x.shape[0])
+        logp, nfe = module(self.backend).log_prob(self._model, self._sde, x, self.plan, cond)
+        check_finite_result(logp, self._what)
+        logp, nfe = logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
+        return (logp, {"nfe": nfe}) if return_info else logp
 
 
 def bits_per_dim(model: torch.nn.Module, sde: SDE, x, **kwargs) -> torch.Tensor:

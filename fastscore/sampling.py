@@ -1,12 +1,17 @@
-"""``fastscore.sample``: the public front-end of every sampler."""
+"""``fastscore.sample`` and ``fastscore.Sampler``: the public front-ends of every sampler."""
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 
-from .backends import module, resolve
+from .backends import prepare_sample, resolve
 from .nn import pack
-from .plan import ADAPTIVE_METHODS, check_cond, check_finite_result, make_adaptive_plan, make_sample_plan
+from .plan import (ADAPTIVE_METHODS, MAX_INDEX, check_cond, check_finite_result, check_int, check_memory, check_seed,
+                   make_adaptive_plan, make_sample_plan, model_cond_dim)
+from .prepared import cached
 from .sde import SDE
 
 
@@ -68,28 +73,70 @@ def sample(
     Raises FloatingPointError if a trajectory blew up (a sample is not finite), naming the
     count and the first such sample, on every backend.
     """
-    if method in ADAPTIVE_METHODS:
-        return _sample_adaptive(model, sde, n, method, backend, seed, eps, denoise, start, cond, grid, rtol, atol,
-                                return_info)
-    if rtol is not None or atol is not None:
-        raise ValueError(f"rtol and atol set the adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
-                         f"{method!r} takes steps")
-    plan = make_sample_plan(model, sde, n, method, steps, eps, seed, start, snr, corrector_steps, denoise, grid)
-    cond = check_cond(model, cond, plan.n)
-    name = resolve(backend, "sample", plan.method, model, program=plan.program)
-    if name != "torch":
-        plan = plan.for_kernels(pack(model))
-    x = module(name).sample(model, plan, cond)
-    check_finite_result(x, f"sample (method {plan.method!r}, backend {name!r})")
-    return (x, {"nfe": torch.full((plan.n,), plan.nfe, dtype=torch.int64)}) if return_info else x
+    prepared = cached(model, ("sample", sde, method, steps, backend, eps, snr, corrector_steps, denoise, grid, rtol,
+                              atol),
+                      lambda: Sampler(model, sde, method, steps, backend, eps, snr=snr, corrector_steps=corrector_steps,
+                                      denoise=denoise, grid=grid, rtol=rtol, atol=atol))
+    return prepared(n, seed, start=start, cond=cond, return_info=return_info)
 
 
-def _sample_adaptive(model, sde, n, method, backend, seed, eps, denoise, start, cond, grid, rtol, atol, return_info):
-    if grid is not None:
-        raise ValueError(f"{method!r} chooses its own steps per sample; it takes no grid")
-    plan = make_adaptive_plan(model, sde, n, method, eps, seed, start, rtol, atol, denoise)
-    cond = check_cond(model, cond, plan.n)
-    name = resolve(backend, "sample", plan.method, model)
-    x, info = module(name).sample_adaptive(model, plan, cond)
-    check_finite_result(x, f"sample (method {plan.method!r}, backend {name!r})")
-    return (x, info) if return_info else x
+class Sampler:
+    """A sampling request prepared once: ``s = fs.Sampler(model, sde, method, steps, ...)``
+    checks the request, packs the network, plans the grid and coefficient tables and picks
+    the backend; ``s(n, seed=..., start=..., cond=...)`` then draws samples exactly as
+    ``fs.sample`` with the same arguments would, paying only the kernel and a few
+    microseconds of checks (a control loop asking for one sample at a time).
+
+    The arguments are ``fs.sample``'s. On the kernel backends the sampler holds the network as
+    it was when made (a copy): after training the model further, make a new one (``fs.sample``
+    notices changed weights by itself); the reference backend ("torch") runs the module itself. ``s.backend`` is the backend it runs on; ``s.nfe`` the network
+    evaluations per sample (None for the adaptive methods, whose count varies per sample).
+    """
+
+    def __init__(self, model: torch.nn.Module, sde: SDE, method: str = "em", steps: int = 1000, backend: str = "auto",
+                 eps: float = 1e-3, *, snr: float = 0.16, corrector_steps: int = 1, denoise: bool = False,
+                 grid: str | None = None, rtol: float | None = None, atol: float | None = None):
+        if method in ADAPTIVE_METHODS:
+            if grid is not None:
+                raise ValueError(f"{method!r} chooses its own steps per sample; it takes no grid")
+            plan = make_adaptive_plan(model, sde, 0, method, eps, 0, 0, rtol, atol, denoise)
+            name = resolve(backend, "sample", plan.method, model)
+            self.nfe = None
+        else:
+            if rtol is not None or atol is not None:
+                raise ValueError(f"rtol and atol set the adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
+                                 f"{method!r} takes steps")
+            plan = make_sample_plan(model, sde, 0, method, steps, eps, 0, 0, snr, corrector_steps, denoise, grid)
+            name = resolve(backend, "sample", plan.method, model, program=plan.program)
+            if name != "torch":
+                plan = plan.for_kernels(pack(model))
+            self.nfe = plan.nfe
+        self.plan, self.backend, self.method = plan, name, plan.method
+        # the kernels run the network as packed now (a copy keeps what they need); the reference
+        # runs the module itself, as it is at each call (its hooks see every evaluation)
+        self._model = model if name == "torch" else copy.deepcopy(model)
+        self._conditional = model_cond_dim(model) > 0
+        self._run = prepare_sample(name, self._model, plan)
+        self._what = f"sample (method {plan.method!r}, backend {name!r})"
+
+    def __call__(self, n: int, seed: int = 0, *, start: int = 0, cond=None, return_info: bool = False):
+        n, start = check_int("n", n, 0), check_int("start", start, 0)
+        if start + n > MAX_INDEX:
+            raise ValueError(f"start + n must be <= 2**32 (sample indices of the random stream), got {start + n}")
+        check_memory(f"the output of n={n} samples of dim {self.plan.dim}", n * self.plan.dim * 8)
+        seed = check_seed(seed)
+        if cond is not None or self._conditional:
+            cond = check_cond(self._model, cond, n)
+        out = self._run(n, seed, start, cond)
+        x, info = out if self.nfe is None else (out, None)
+        _check_finite(x, self._what)
+        if not return_info:
+            return x
+        return x, (info if info is not None else {"nfe": torch.full((n,), self.nfe, dtype=torch.int64)})
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    """check_finite_result's error, with a fast path for the common all-finite host result."""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and np.isfinite(x.numpy()).all():
+        return
+    check_finite_result(x, what)

@@ -64,3 +64,32 @@ def test_different_seeds_differ_and_start_offsets_the_stream(backend):
     assert not torch.isclose(a, b).any()
     c = fs.sample(model, fs.VPSDE(), 40, "em", 10, backend=backend, seed=1, start=10)
     assert torch.equal(c, a[10:])
+
+
+@backends
+@pytest.mark.parametrize("method", METHODS, ids=method_id)
+@pytest.mark.parametrize("net", NETS, ids=net_id)
+def test_a_lone_sample_is_its_lane_of_a_tile(backend, method, net):
+    """A call of a few samples runs them one at a time (the cpu kernel: lane type float, dense
+    rows vectorised over their outputs); each is bit for bit the sample a full tile gives at its
+    index, whatever the width's remainder blocks."""
+    name, steps, options = method
+    seed = fresh_seed()
+    sde = SDES[seed % len(SDES)]
+    torch.manual_seed(seed)
+    model = model_for(net, 1 + seed % 3, sde)
+    x = fs.sample(model, sde, 21, name, steps, backend=backend, seed=seed, **options)
+    for start, n in ((0, 1), (5, 1), (18, 3), (20, 1)):
+        assert torch.equal(fs.sample(model, sde, n, name, steps, backend=backend, seed=seed, start=start, **options),
+                           x[start:start + n]), (start, n)
+
+
+@backends
+def test_a_lone_conditional_sample_is_its_lane_of_a_tile(backend):
+    seed = fresh_seed()
+    torch.manual_seed(seed)
+    model, sde = fs.ScoreMLP(2, 40, 3, "silu", cond_dim=3), fs.VPSDE()
+    cond = torch.randn(17, 3)
+    x = fs.sample(model, sde, 17, "pc", 12, backend=backend, seed=seed, cond=cond)
+    for i in (0, 9, 16):
+        assert torch.equal(fs.sample(model, sde, 1, "pc", 12, backend=backend, seed=seed, start=i, cond=cond[i]), x[i:i + 1])

@@ -2,6 +2,7 @@
 // Every function takes raw buffers (shapes in comments) and is called without the GIL.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "fastscore/adaptive_sample.h"
 #include "fastscore/net.h"
@@ -12,6 +13,18 @@
 namespace fastscore {
 namespace cpu {
 
+// The CPU kernels' copy of a network, made once per call (or once per prepared sampler):
+// every dense row's weights k-major (net.h weight_index), so a dense step's broadcasts share
+// one base pointer. Its rows stay the packed network's: they must outlive it.
+struct CpuNet {
+  CpuNet(const Net& packed, size_t n_params) : buf(n_params) {
+    to_k_major(packed.L, packed.ops, packed.params, buf.data(), n_params);
+    net = Net{packed.L, packed.ops, buf.data()};
+  }
+  std::vector<float> buf;
+  Net net;
+};
+
 // largest data dimension the CPU kernels take (per-lane stack buffers are sized by it)
 constexpr int kMaxDim = 64;
 
@@ -21,9 +34,10 @@ constexpr int kMaxDim = 64;
 // s_theta(x, t) for x [n, dim] at one time t -> out [n, dim] (the tiled forward pass alone)
 void net_eval(const Net& net, size_t n_params, const float* x, const double* cond, int64_t n, double t, float* out);
 
-// n samples by the plan's step program from the prior at T down to eps. Sample j of the
-// output is sample index p.start + j of the random stream. out [n, dim]
-void sample(const Net& net, size_t n_params, const SamplePlan& p, const double* cond, int64_t n, float* out);
+// n samples by the plan's step program from the prior at T down to eps, on a network staged
+// as CpuNet does. Sample j of the output is sample index p.start + j of the random stream.
+// out [n, dim]
+void sample(const Net& staged, const SamplePlan& p, const double* cond, int64_t n, float* out);
 
 // s_theta(x, t) [n, dim] and tr ds/dx [n] (exact, or Hutchinson's with the probes of
 // `seed`) by forward-mode tangents: the likelihood kernel's evaluation alone
@@ -46,8 +60,8 @@ int64_t sample_adaptive(const Net& net, size_t n_params, const AdaptivePlan& pla
 
 int max_threads();
 
-// measured FP32 FMA throughput of all threads, GFLOP/s (iters FMA rounds per chain)
-double fma_peak_gflops(int64_t iters);
+// measured FP32 FMA throughput of `team` threads (0: all), GFLOP/s (iters FMA rounds per chain)
+double fma_peak_gflops(int64_t iters, int team);
 
 }  // namespace cpu
 }  // namespace fastscore

@@ -2,6 +2,7 @@
 // lanes (network program + update, step after step) while OpenMP spreads tiles over cores.
 #include <omp.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "fastscore/sample_path.h"
@@ -49,6 +50,57 @@ struct Registers {
   Lanes* reg[kMaxRegisters] = {};
 };
 
+// A lone sample's dense rows: this many adjacent outputs per block, whose k-major weights are
+// contiguous, so the compiler vectorises a row over its outputs (a matrix-vector product)
+// where a tile vectorises over samples. 64: one block covers the common hidden widths.
+constexpr int kLoneRows = 64;
+// Fewer samples than this run one by one: a tile of kTile lanes would compute its empty
+// lanes too, and a lone sample's matrix-vector rows use the vectors about as well as a full tile.
+constexpr int kLoneBelow = kTile / 2;
+
+// sample_path.h's network policy for a lone sample (lane type float)
+struct LoneNet {
+  const Net& net;
+  const SamplePlan& p;
+  float* a;
+  void operator()(int64_t row, const float* in, float* out) const {
+    const NetLayout& L = net.L;
+    import_time_row(L, p.ttab + row * L.n_texp, a);
+    for (int d = 0; d < L.dim; ++d) a[d] = in[d];
+    run_lanes<kLoneRows, kKMajor>(net, a, Tangents<float>{nullptr, 0, 0});
+    for (int d = 0; d < L.dim; ++d) out[d] = a[L.out + d];
+  }
+};
+
+// sample_path.h's noise policy for a lone sample: its lane of fill_normals
+struct LoneDraws {
+  uint64_t seed;
+  uint32_t index;
+  int dim;
+  void operator()(uint32_t step, uint32_t stream, float* z) const {
+    double buf[kMaxDim];
+    draw_normals<double>(seed, index, step, stream, dim, buf);
+    for (int d = 0; d < dim; ++d) z[d] = (float)buf[d];
+  }
+};
+
+// Samples one at a time on the calling thread (n < kLoneBelow: a control loop's calls): the
+// tile's trajectory with lane type float, bit for bit the same samples.
+void sample_lone(const Net& net, const SamplePlan& p, const double* cond, int64_t n, float* out) {
+  const NetLayout& L = net.L;
+  std::vector<float> a(L.lane_arena), regs((size_t)p.n_registers * L.dim);
+  std::vector<double> ca(L.cond_arena);
+  float* reg[kMaxRegisters] = {};
+  for (int r = 0; r < p.n_registers; ++r) reg[r] = regs.data() + (size_t)r * L.dim;
+  const LoneNet ln{net, p, a.data()};
+  for (int64_t i = 0; i < n; ++i) {
+    if (L.cond_dim > 0) import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, ca.data(), a.data(), 0);
+    const LoneDraws draws{p.seed, (uint32_t)(p.start + i), L.dim};
+    sample_path(p, L.dim, ln, draws, reg);
+    for (int d = 0; d < L.dim; ++d) out[i * L.dim + d] = reg[0][d];
+  }
+}
+
 }  // namespace
 
 int max_threads() { return omp_get_max_threads(); }
@@ -77,12 +129,13 @@ void net_eval(const Net& packed, size_t n_params, const float* x, const double* 
   }
 }
 
-void sample(const Net& packed, size_t n_params, const SamplePlan& p, const double* cond, int64_t n, float* out) {
-  const CpuNet staged(packed, n_params);
-  const Net& net = staged.net;
+void sample(const Net& net, const SamplePlan& p, const double* cond, int64_t n, float* out) {
+  if (n < kLoneBelow) return sample_lone(net, p, cond, n, out);
   const NetLayout& L = net.L;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
-#pragma omp parallel
+  // no more threads than tiles: a team member without a tile would only cost its wake-up
+  // (the fixed cost of small calls, n = 1 in a control loop)
+#pragma omp parallel num_threads((int)std::min<int64_t>(n_tiles, omp_get_max_threads()))
   {
     NetArenas w(L);
     Registers r(L.dim, p.n_registers);

@@ -4,6 +4,8 @@
 // in cache. kRows is the register blocking of net.h's dense(): kRows accumulators of
 // kTile lanes each must fit in the register file (AVX-512: 32 zmm, AVX2: 16 ymm).
 #pragma once
+#include <immintrin.h>
+
 #include <cmath>
 
 #include "fastscore/lanes.h"
@@ -48,6 +50,16 @@ struct LaneAccess<cpu::Lanes> {
 template <>
 struct LaneMath<cpu::Lanes> {
   using V = cpu::Lanes;
+  static V fma(float w, V x, V acc) {
+#if defined(__AVX512F__)
+    return (V)_mm512_fmadd_ps(_mm512_set1_ps(w), (__m512)x, (__m512)acc);
+#elif defined(__FMA__)
+    return (V)_mm256_fmadd_ps(_mm256_set1_ps(w), (__m256)x, (__m256)acc);
+#else
+    for (int i = 0; i < cpu::kTile; ++i) acc[i] = ::fmaf(w, x[i], acc[i]);
+    return acc;
+#endif
+  }
   FS_LANEWISE(exp, expf)
   FS_LANEWISE(expm1, expm1f)
   FS_LANEWISE(log1p, log1pf)

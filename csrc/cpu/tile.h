@@ -12,16 +12,6 @@
 namespace fastscore {
 namespace cpu {
 
-// The CPU kernels' copy of a network, made once per call: every dense row's weights k-major
-// (net.h weight_index), so a dense step's broadcasts share one base pointer.
-struct CpuNet {
-  CpuNet(const Net& packed, size_t n_params) : buf(n_params) {
-    to_k_major(packed.L, packed.ops, packed.params, buf.data(), n_params);
-    net = Net{packed.L, packed.ops, buf.data()};
-  }
-  std::vector<float> buf;
-  Net net;
-};
 constexpr bool kKMajor = true;
 
 // The network's per-thread arenas: lanes [lane_arena] and, for the double phases, time

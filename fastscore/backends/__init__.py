@@ -10,14 +10,17 @@ runs everything; a named backend that cannot run the request raises an error nam
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..nn import pack
+from ..plan import AdaptivePlan
 from . import cpu, cuda, numba_backend, reference
 from .declares import Declares
 
 NAMES = ("cpu", "cuda", "numba", "torch")
 _MODULES = {"cpu": cpu, "cuda": cuda, "numba": numba_backend, "torch": reference}
 
-__all__ = ["NAMES", "Declares", "backends", "resolve", "module"]
+__all__ = ["NAMES", "Declares", "backends", "resolve", "module", "prepare_sample"]
 
 
 def backends() -> dict:
@@ -63,3 +66,15 @@ def resolve(backend: str, task: str, method: str, model, program=None, trace: st
 def module(name: str):
     """The module of a resolved backend name."""
     return _MODULES[name]
+
+
+def prepare_sample(name: str, model, plan):
+    """run(n, seed, start, cond) -> samples (adaptive plans: (samples, info)) of the plan's
+    request on backend `name`, for a plan made with n = 0. A backend with work to do once per
+    request (the cpu kernels stage the network and tabulate the time phase) does it here, in
+    its own prepare_sample(plan); the others take the plan with each call's sizes."""
+    mod = _MODULES[name]
+    if hasattr(mod, "prepare_sample") and not isinstance(plan, AdaptivePlan):
+        return mod.prepare_sample(plan)
+    run = mod.sample_adaptive if isinstance(plan, AdaptivePlan) else mod.sample
+    return lambda n, seed, start, cond: run(model, replace(plan, n=n, seed=seed, start=start), cond)

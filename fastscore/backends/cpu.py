@@ -59,9 +59,18 @@ def cond_array(cond) -> np.ndarray | None:
 
 
 def sample(model, plan: SamplePlan, cond=None) -> torch.Tensor:
-    out = _core.sample(*net_args(plan.kernel.packed), *program_args(plan), cond_array(cond), plan.n, plan.seed,
-                       plan.start)
-    return torch.from_numpy(out)
+    return prepare_sample(plan)(plan.n, plan.seed, plan.start, cond)
+
+
+def prepare_sample(plan: SamplePlan):
+    """run(n, seed, start, cond) of fs.Sampler: the network staged and the time phase tabulated
+    once (_core.PreparedSampler, which keeps its own copies)."""
+    prepared = _core.PreparedSampler(*net_args(plan.kernel.packed), *program_args(plan))
+
+    def run(n: int, seed: int, start: int, cond) -> torch.Tensor:
+        return torch.from_numpy(prepared.run(None if cond is None else cond_array(cond), n, seed, start))
+
+    return run
 
 
 def integrator_args(method: str) -> tuple:

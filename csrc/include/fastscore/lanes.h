@@ -1,9 +1,12 @@
 // The lane type V that the per-sample math is written over.
 // On the GPU V = float (one trajectory per thread); on the CPU V is a GCC vector of
 // samples (a tile in SIMD lanes, csrc/cpu/simd.h). Both support +, -, *, / with float
-// scalars, comparisons and `cond ? a : b`; what differs (transcendentals) goes through
-// LaneMath<V>, a class template so the CPU specialisation can be declared after this
-// header (plain overloads would not be found for built-in vector types).
+// scalars, comparisons and `cond ? a : b`; what differs (transcendentals, and the fused
+// multiply-add of the dense rows) goes through LaneMath<V>, a class template so the CPU
+// specialisation can be declared after this header (plain overloads would not be found for
+// built-in vector types). LaneMath<V>::fma(w, x, acc) = w x + acc rounded once, written out:
+// left to -ffp-contract, the compiler fuses some products in one lane type and not in
+// another, and a lone sample (float) would part from its lane of a tile by an ulp.
 #pragma once
 #include <cmath>
 
@@ -16,6 +19,7 @@ struct LaneMath;
 
 template <>
 struct LaneMath<float> {
+  static FS_HD float fma(float w, float x, float acc) { return ::fmaf(w, x, acc); }
   static FS_HD float exp(float x) { return ::expf(x); }
   static FS_HD float expm1(float x) { return ::expm1f(x); }
   static FS_HD float log1p(float x) { return ::log1pf(x); }
@@ -30,6 +34,7 @@ struct LaneMath<float> {
 // the time and cond phases of a network program run in double (fastscore/net.h)
 template <>
 struct LaneMath<double> {
+  static FS_HD double fma(double w, double x, double acc) { return ::fma(w, x, acc); }
   static FS_HD double exp(double x) { return ::exp(x); }
   static FS_HD double expm1(double x) { return ::expm1(x); }
   static FS_HD double log1p(double x) { return ::log1p(x); }

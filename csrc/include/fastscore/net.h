@@ -66,11 +66,13 @@ inline void to_k_major(const NetLayout& L, const int32_t* ops, const float* src,
   }
 }
 
-// z[j] = init(j) + sum_k W(j, k) x[k], j < n_out, every lane at once: J rows together so each
-// input value loaded feeds J independent FMA chains. init: ib (parameters) or ia (lanes) or 0.
+// z[j] = init(j) + sum_k W(j, k) x[k], j0 <= j < n_out, every lane at once: J rows together so
+// each input value loaded feeds J independent FMA chains; the rows left over go J / 2 at a
+// time. init: ib (parameters) or ia (lanes) or 0. Every output sums its products in k order,
+// whatever J: a tile's lane and a lone sample (J over outputs) give the same bits.
 template <int J, bool KMajor, class V, class S>
-FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_out, const S* x, V* z) {
-  int j = 0;
+FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_out, const S* x, V* z, int j0 = 0) {
+  int j = j0;
   for (; j + J <= n_out; j += J) {
     V acc[J];
     FS_UNROLL
@@ -78,15 +80,13 @@ FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_o
     for (int k = 0; k < n_in; ++k) {
       const V xk = x[k];
       FS_UNROLL
-      for (int r = 0; r < J; ++r) acc[r] += W[weight_index<KMajor>(j + r, k, n_out, n_in)] * xk;
+      for (int r = 0; r < J; ++r) acc[r] = LaneMath<V>::fma(W[weight_index<KMajor>(j + r, k, n_out, n_in)], xk, acc[r]);
     }
     FS_UNROLL
     for (int r = 0; r < J; ++r) z[j + r] = acc[r];
   }
-  for (; j < n_out; ++j) {
-    V acc = ia ? ia[j] : splat<V>(ib ? ib[j] : 0.0f);
-    for (int k = 0; k < n_in; ++k) acc += W[weight_index<KMajor>(j, k, n_out, n_in)] * x[k];
-    z[j] = acc;
+  if constexpr (J > 1) {
+    if (j < n_out) dense<J / 2, KMajor>(W, ib, ia, n_in, n_out, x, z, j);
   }
 }
 
