@@ -8,6 +8,7 @@ import math
 import torch
 
 from .backends import module, resolve
+from .chunks import first_chunk, run_chunks
 from .plan import check_cond, check_finite_result, check_points, make_log_prob_plan
 from .prepared import cached
 from .sde import SDE
@@ -28,6 +29,8 @@ def log_prob(
     seed: int = 0,
     return_info: bool = False,
     cond=None,
+    progress: bool | None = None,
+    callback=None,
 ):
     """log p_eps(x) in nats, shape [n], for data points x [n, dim], on x's device.
 
@@ -46,13 +49,14 @@ def log_prob(
         return_info: also return {"nfe": network evaluations per sample [n]}.
         cond: for a conditional model, the condition of each point [n, cond_dim] or one
             [cond_dim] for all: log p(x_i | cond_i).
+        progress, callback: as ``fs.sample``'s; many points run in chunks of points.
 
     Raises FloatingPointError if the solve of a point blew up (its log p is not finite),
     naming the count and the first such point, on every backend.
     """
     prepared = cached(model, ("log_prob", sde, method, steps, rtol, atol, eps, backend, trace, seed),
                       lambda: LogProb(model, sde, method, steps, rtol, atol, eps, backend, trace=trace, seed=seed))
-    return prepared(x, cond=cond, return_info=return_info)
+    return prepared(x, cond=cond, return_info=return_info, progress=progress, callback=callback)
 
 
 class LogProb:
@@ -70,14 +74,36 @@ class LogProb:
         self._model = model if self.backend == "torch" else copy.deepcopy(model)
         self._sde = sde
         self._what = f"log_prob (method {self.plan.method!r}, backend {self.backend!r})"
+        # per point: 1 + dim passes (the exact trace's tangents) per evaluation; rk45 ~100 of them
+        passes = 2 if self.plan.trace == "hutchinson" else 1 + self.plan.dim
+        evals = 4 * self.plan.steps if self.plan.method != "rk45" else 100
+        self._first = first_chunk(self.backend, model, passes * evals)
 
-    def __call__(self, x, *, cond=None, return_info: bool = False):
+    def __call__(self, x, *, cond=None, return_info: bool = False, progress: bool | None = None, callback=None):
+        """log p [n] of points x [n, dim] (``fs.log_prob``'s arguments); many points run in
+        chunks as ``fs.Sampler`` calls do (progress, callback(done, n), Ctrl-C within ~1 s)."""
         x = check_points(x, self.plan.dim)
-        cond = check_cond(self._model, cond, x.shape[0])
-        logp, nfe = module(self.backend).log_prob(self._model, self._sde, x, self.plan, cond)
-        check_finite_result(logp, self._what)
-        logp, nfe = logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
+        n = x.shape[0]
+        cond = check_cond(self._model, cond, n)
+        if not progress and (self._first is None or n <= self._first):
+            logp, nfe = self._chunk(x, cond, 0)
+            if callback is not None:
+                callback(n, n)
+        else:
+            logp = torch.empty(n, dtype=torch.float64, device=x.device)
+            nfe = torch.empty(n, dtype=torch.int64, device=x.device)
+
+            def write(a: int, b: int, result) -> None:
+                logp[a:b], nfe[a:b] = result
+
+            run_chunks(n, lambda a, b: self._chunk(x[a:b], None if cond is None else cond[a:b], a), write,
+                       first=self._first, progress=progress, callback=callback, desc=f"log_prob {self.plan.method}")
         return (logp, {"nfe": nfe}) if return_info else logp
+
+    def _chunk(self, x, cond, offset: int):
+        logp, nfe = module(self.backend).log_prob(self._model, self._sde, x, self.plan, cond)
+        check_finite_result(logp, self._what, offset)
+        return logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
 
 
 def bits_per_dim(model: torch.nn.Module, sde: SDE, x, **kwargs) -> torch.Tensor:

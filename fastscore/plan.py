@@ -187,16 +187,18 @@ def check_cond(model: nn.Module, cond, n: int) -> torch.Tensor | None:
     return cond.contiguous()
 
 
-def check_finite_result(values: torch.Tensor, what: str) -> torch.Tensor:
+def check_finite_result(values: torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
     """The documented failure of a run that blew up: a result with non-finite entries (the
     network or a step overflowed along some trajectories) raises FloatingPointError naming how
-    many and the first, on every backend, instead of being returned as numbers."""
+    many and the first, on every backend, instead of being returned as numbers. offset: the
+    index of values[0] in the run (a chunk of a larger one)."""
     finite = torch.isfinite(values)
     bad = ~(finite.all(dim=1) if values.dim() == 2 else finite)  # samples [n, dim] or log p [n]
     if bool(bad.any()):
-        first = int(bad.nonzero()[0])
+        first = int(bad.nonzero()[0]) + offset
+        where = "" if offset == 0 else f" (in indices {offset} .. {offset + values.shape[0] - 1})"
         raise FloatingPointError(
-            f"{what}: {int(bad.sum())} of {values.shape[0]} results are not finite (the first: index {first}); "
+            f"{what}: {int(bad.sum())} of {values.shape[0]} results{where} are not finite (the first: index {first}); "
             "the network or a step overflowed along the trajectory. Check the model at these inputs and times, "
             "or use more steps or a larger eps")
     return values

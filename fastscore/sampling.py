@@ -8,10 +8,14 @@ import numpy as np
 import torch
 
 from .backends import prepare_sample, resolve
+from .chunks import destination, first_chunk, run_chunks, store
 from .nn import pack
-from .plan import (ADAPTIVE_METHODS, MAX_INDEX, check_cond, check_finite_result, check_int, check_memory, check_seed,
+from .plan import (ADAPTIVE_METHODS, MAX_INDEX, check_cond, check_finite_result, check_int, check_seed,
                    make_adaptive_plan, make_sample_plan, model_cond_dim)
 from .prepared import cached
+
+ADAPTIVE_INFO = ("nfe", "accepted", "rejected")  # per-sample counts of the adaptive methods
+ADAPTIVE_GUESSED_NFE = 200  # to size a first chunk before an adaptive run has measured its rate
 from .sde import SDE
 
 
@@ -34,6 +38,9 @@ def sample(
     rtol: float | None = None,
     atol: float | None = None,
     return_info: bool = False,
+    out=None,
+    progress: bool | None = None,
+    callback=None,
 ):
     """Draw n samples [n, dim] from the reverse of `sde` with the score network `model`.
 
@@ -69,6 +76,14 @@ def sample(
             cond[i] is the sample a run of one condition gives at the same index.
         return_info: also return {"nfe": network evaluations per sample [n] (int64)}; adaptive
             methods add "accepted" and "rejected" steps per sample.
+        out: write the samples into a torch tensor or numpy array [n, dim] (a np.memmap too), or
+            a new memory-mapped ``.npy`` file at this path, and return it: n beyond RAM works.
+            Whether they fit is checked before any work starts.
+        progress: True / False force or silence a tqdm bar; None shows it for runs expected to
+            take longer than ~2 s. callback: callback(done, n) after each chunk.
+
+    Large n runs in chunks of sample indices (``fastscore.chunks``), the same samples as one
+    call; Ctrl-C stops it within about a second.
 
     Raises FloatingPointError if a trajectory blew up (a sample is not finite), naming the
     count and the first such sample, on every backend.
@@ -77,7 +92,8 @@ def sample(
                               atol),
                       lambda: Sampler(model, sde, method, steps, backend, eps, snr=snr, corrector_steps=corrector_steps,
                                       denoise=denoise, grid=grid, rtol=rtol, atol=atol))
-    return prepared(n, seed, start=start, cond=cond, return_info=return_info)
+    return prepared(n, seed, start=start, cond=cond, return_info=return_info, out=out, progress=progress,
+                    callback=callback)
 
 
 class Sampler:
@@ -117,26 +133,64 @@ class Sampler:
         self._model = model if name == "torch" else copy.deepcopy(model)
         self._conditional = model_cond_dim(model) > 0
         self._run = prepare_sample(name, self._model, plan)
+        weights = next(model.parameters(), None)
+        on_model = name in ("torch", "cuda") and weights is not None  # outputs on the model's device
+        self._device = weights.device if on_model else torch.device("cpu")
+        if name == "cuda" and self._device.type != "cuda":
+            self._device = torch.device("cuda", torch.cuda.current_device())
+        self._dtype = weights.dtype if name == "torch" and weights is not None else torch.float32
+        self._first = first_chunk(name, model, self.nfe if self.nfe is not None else ADAPTIVE_GUESSED_NFE)
         self._what = f"sample (method {plan.method!r}, backend {name!r})"
 
-    def __call__(self, n: int, seed: int = 0, *, start: int = 0, cond=None, return_info: bool = False):
+    def __call__(self, n: int, seed: int = 0, *, start: int = 0, cond=None, return_info: bool = False, out=None,
+                 progress: bool | None = None, callback=None):
+        """Samples [n, dim] of stream indices start .. start + n - 1 (``fs.sample``'s arguments).
+        A large n runs in chunks (see ``fastscore.chunks``): out= a tensor or numpy array [n, dim]
+        or a ``.npy`` path to write into (returned instead of a new tensor), progress= True /
+        False to force or silence the bar (None: shown for runs longer than ~2 s), callback(done,
+        n) after each chunk; Ctrl-C stops the run within about a second."""
         n, start = check_int("n", n, 0), check_int("start", start, 0)
         if start + n > MAX_INDEX:
             raise ValueError(f"start + n must be <= 2**32 (sample indices of the random stream), got {start + n}")
-        check_memory(f"the output of n={n} samples of dim {self.plan.dim}", n * self.plan.dim * 8)
         seed = check_seed(seed)
         if cond is not None or self._conditional:
             cond = check_cond(self._model, cond, n)
-        out = self._run(n, seed, start, cond)
-        x, info = out if self.nfe is None else (out, None)
-        _check_finite(x, self._what)
-        if not return_info:
+        # one kernel call (a control loop's case) when the run is small and goes nowhere special
+        if out is None and not progress and (self._first is None or n <= self._first):
+            x, info = self._chunk(start, start + n, seed, cond, 0)
+            if callback is not None:
+                callback(n, n)
+            return (x, self._info(info, n)) if return_info else x
+        dest = destination(out, n, self.plan.dim, self._dtype, self._device)
+        infos = []
+
+        def run(a: int, b: int):
+            x, info = self._chunk(start + a, start + b, seed, None if cond is None else cond[a:b], a)
+            infos.append(info)
             return x
-        return x, (info if info is not None else {"nfe": torch.full((n,), self.nfe, dtype=torch.int64)})
+
+        run_chunks(n, run, lambda a, b, x: store(dest, a, b, x), first=self._first, progress=progress,
+                   callback=callback, desc=f"sample {self.method}")
+        if not return_info:
+            return dest
+        if self.nfe is not None:
+            return dest, self._info(None, n)
+        return dest, {k: torch.cat([i[k] for i in infos]) if infos else torch.zeros(0, dtype=torch.int64)
+                      for k in ADAPTIVE_INFO}
+
+    def _chunk(self, a: int, b: int, seed: int, cond, offset: int):
+        """(samples, adaptive info or None) of stream indices [a, b), checked finite."""
+        out = self._run(b - a, seed, a, cond)
+        x, info = out if self.nfe is None else (out, None)
+        _check_finite(x, self._what, offset)
+        return x, info
+
+    def _info(self, info, n: int) -> dict:
+        return info if info is not None else {"nfe": torch.full((n,), self.nfe, dtype=torch.int64)}
 
 
-def _check_finite(x: torch.Tensor, what: str) -> None:
+def _check_finite(x: torch.Tensor, what: str, offset: int) -> None:
     """check_finite_result's error, with a fast path for the common all-finite host result."""
     if x.device.type == "cpu" and x.dtype == torch.float32 and np.isfinite(x.numpy()).all():
         return
-    check_finite_result(x, what)
+    check_finite_result(x, what, offset)
