@@ -106,6 +106,16 @@ class ScoreMLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.act = _ACTIVATION_MODULES[activation]()
 
+    def config(self) -> dict:
+        """The constructor's arguments (std_sde as (class name, its config)), so that a network
+        of the same shape can be made and its state_dict loaded (the Fourier frequencies are a
+        buffer: they come with the state_dict, so fourier_scale is not needed)."""
+        return {"dim": self.dim, "width": self.width, "depth": self.depth, "activation": self.activation,
+                "time_embedding": self.time_embedding,
+                "fourier_features": 8 if self.freqs is None else int(self.freqs.shape[0]),
+                "std_sde": None if self.std_sde is None else (type(self.std_sde).__name__, self.std_sde.config()),
+                "cond_dim": self.cond_dim}
+
     @property
     def embed_dim(self) -> int:
         return 1 if self.freqs is None else 2 * self.freqs.shape[0]

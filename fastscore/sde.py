@@ -9,6 +9,7 @@ tensor for ``t`` and answer in the same kind.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -90,6 +91,11 @@ class SDE:
 
     def _check_T(self, T: float) -> float:
         return _check_positive("T", T)
+
+    def config(self) -> dict:
+        """The constructor's arguments: type(self)(**sde.config()) == sde."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
 
     def __eq__(self, other):
         return type(self) is type(other) and self.params == other.params
@@ -299,6 +305,10 @@ class EDMSDE(_NoDrift):
 
     def __init__(self, sigma_max: float = 80.0):
         self.T = self._check_T(sigma_max)
+
+    @property
+    def sigma_max(self) -> float:
+        return self.T
 
     def diffusion_sq(self, t):
         return 2.0 * t
