@@ -27,7 +27,14 @@ def _model(seed, cond_dim=0):
     return fs.ScoreMLP(2, 32, 3, "silu", cond_dim=cond_dim)
 
 
+def _backends():
+    return {name: info["available"] for name, info in fs.backends().items()}
+
+
 def test_a_dask_array_of_shards_is_the_single_process_run(client):
+    # the workers import the same fastscore (a source tree without the extension would fall back
+    # to another backend, whose float32 rounding differs)
+    assert set(map(str, client.run(_backends).values())) == {str(_backends())}
     seed = fresh_seed()
     model, sde, n = _model(seed), fs.VPSDE(), 2500
     x = fsd.sample(model, sde, n, "dpmpp_2m", 12, seed=seed, start=7, shard=600, client=client)

@@ -28,7 +28,8 @@ DECLARES = cpu.DECLARES if _core is None else replace(
 def info() -> dict:
     if _core is None or not _core.build_info()["cuda_compiled"]:
         return {"available": False, "compiled": False,
-                "detail": "built without CUDA kernels (no nvcc at build time, or FASTSCORE_CUDA=OFF)"}
+                "detail": "built without CUDA kernels (no nvcc or no GPU at build time, or FASTSCORE_CUDA=OFF; "
+                          "FASTSCORE_CUDA=ON pip install . builds them)"}
     names, reason = _core.cuda_devices()
     if not names:
         return {"available": False, "compiled": True, "detail": f"CUDA kernels compiled; no usable device: {reason}"}
