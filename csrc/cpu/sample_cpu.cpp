@@ -58,32 +58,6 @@ constexpr int kLoneRows = 64;
 // lanes too, and a lone sample's matrix-vector rows use the vectors about as well as a full tile.
 constexpr int kLoneBelow = kTile / 2;
 
-// sample_path.h's network policy for a lone sample (lane type float)
-struct LoneNet {
-  const Net& net;
-  const SamplePlan& p;
-  float* a;
-  void operator()(int64_t row, const float* in, float* out) const {
-    const NetLayout& L = net.L;
-    import_time_row(L, p.ttab + row * L.n_texp, a);
-    for (int d = 0; d < L.dim; ++d) a[d] = in[d];
-    run_lanes<kLoneRows, kKMajor>(net, a, Tangents<float>{nullptr, 0, 0});
-    for (int d = 0; d < L.dim; ++d) out[d] = a[L.out + d];
-  }
-};
-
-// sample_path.h's noise policy for a lone sample: its lane of fill_normals
-struct LoneDraws {
-  uint64_t seed;
-  uint32_t index;
-  int dim;
-  void operator()(uint32_t step, uint32_t stream, float* z) const {
-    double buf[kMaxDim];
-    draw_normals<double>(seed, index, step, stream, dim, buf);
-    for (int d = 0; d < dim; ++d) z[d] = (float)buf[d];
-  }
-};
-
 // Samples one at a time on the calling thread (n < kLoneBelow: a control loop's calls): the
 // tile's trajectory with lane type float, bit for bit the same samples.
 void sample_lone(const Net& net, const SamplePlan& p, const double* cond, int64_t n, float* out) {
@@ -92,10 +66,10 @@ void sample_lone(const Net& net, const SamplePlan& p, const double* cond, int64_
   std::vector<double> ca(L.cond_arena);
   float* reg[kMaxRegisters] = {};
   for (int r = 0; r < p.n_registers; ++r) reg[r] = regs.data() + (size_t)r * L.dim;
-  const LoneNet ln{net, p, a.data()};
+  const LoneNet<kLoneRows, kKMajor> ln{net, p, a.data()};
   for (int64_t i = 0; i < n; ++i) {
     if (L.cond_dim > 0) import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, ca.data(), a.data(), 0);
-    const LoneDraws draws{p.seed, (uint32_t)(p.start + i), L.dim};
+    const LoneDraws<kMaxDim> draws{p.seed, (uint32_t)(p.start + i), L.dim};
     sample_path(p, L.dim, ln, draws, reg);
     for (int d = 0; d < L.dim; ++d) out[i * L.dim + d] = reg[0][d];
   }

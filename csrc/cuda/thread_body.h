@@ -51,32 +51,6 @@ FS_HD void import_cond(const Net& net, const double* cond, int64_t i, double* ca
   import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, ca, a, 0);
 }
 
-// sample_path.h's network policy: the time imports from the plan's table, then the lanes
-struct TableNet {
-  const Net& net;
-  const SamplePlan& p;
-  float* a;
-  FS_HD void operator()(int64_t row, const float* in, float* out) const {
-    const NetLayout& L = net.L;
-    import_time_row(L, p.ttab + row * L.n_texp, a);
-    for (int d = 0; d < L.dim; ++d) a[d] = in[d];
-    run_lanes<kRows, kKMajor>(net, a, Tangents<float>{nullptr, 0, 0});
-    for (int d = 0; d < L.dim; ++d) out[d] = a[L.out + d];
-  }
-};
-
-// sample_path.h's noise policy: this sample's normals (Box–Muller in double, as on the CPU)
-struct ThreadDraws {
-  uint64_t seed;
-  uint32_t index;
-  int dim;
-  FS_HD void operator()(uint32_t step, uint32_t stream, float* z) const {
-    double buf[kMaxDim];
-    draw_normals<double>(seed, index, step, stream, dim, buf);
-    for (int d = 0; d < dim; ++d) z[d] = (float)buf[d];
-  }
-};
-
 // Sample i of a launch; `params` is the staged copy (shared memory) or the global one.
 FS_HD void sample_thread(const SampleArgs& s, const float* params, int64_t i) {
   const Net net{s.net.L, s.net.ops, params};
@@ -86,8 +60,8 @@ FS_HD void sample_thread(const SampleArgs& s, const float* params, int64_t i) {
   float* reg[kMaxRegisters];
   for (int r = 0; r < kMaxRegisters; ++r) reg[r] = regs[r];
   import_cond(net, s.cond, i, ca, a);
-  const TableNet tn{net, s.plan, a};
-  const ThreadDraws draws{s.plan.seed, (uint32_t)(s.plan.start + i), D};
+  const LoneNet<kRows, kKMajor> tn{net, s.plan, a};
+  const LoneDraws<kMaxDim> draws{s.plan.seed, (uint32_t)(s.plan.start + i), D};
   sample_path(s.plan, D, tn, draws, reg);
   for (int d = 0; d < D; ++d) s.out[i * D + d] = reg[0][d];
 }

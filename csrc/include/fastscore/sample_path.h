@@ -9,10 +9,41 @@
 #include <cstdint>
 
 #include "common.h"
+#include "net.h"
 #include "philox.h"
 #include "program.h"
 
 namespace fastscore {
+
+// The policies of one sample alone (lane type float: a CUDA thread, or a CPU call of a few
+// samples). The network: the time imports from the plan's table, then the lane phase with
+// dense rows J outputs at a time (k-major weights when KMajor).
+template <int J, bool KMajor>
+struct LoneNet {
+  const Net& net;
+  const SamplePlan& p;
+  float* a;  // the lane arena [lane_arena], its cond imports set
+  FS_HD void operator()(int64_t row, const float* in, float* out) const {
+    const NetLayout& L = net.L;
+    import_time_row(L, p.ttab + row * L.n_texp, a);
+    for (int d = 0; d < L.dim; ++d) a[d] = in[d];
+    run_lanes<J, KMajor>(net, a, Tangents<float>{nullptr, 0, 0});
+    for (int d = 0; d < L.dim; ++d) out[d] = a[L.out + d];
+  }
+};
+
+// The noise: the sample's normals, Box–Muller in double as a tile's lane has them (dim <= MaxDim).
+template <int MaxDim>
+struct LoneDraws {
+  uint64_t seed;
+  uint32_t index;
+  int dim;
+  FS_HD void operator()(uint32_t step, uint32_t stream, float* z) const {
+    double buf[MaxDim];
+    draw_normals<double>(seed, index, step, stream, dim, buf);
+    for (int d = 0; d < dim; ++d) z[d] = (float)buf[d];
+  }
+};
 
 // reg[0] <- a draw from the prior N(0, prior_std^2 I) (step 0 of kStreamPrior); the other
 // registers (the carried history of multistep rules) start at zero
