@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "lanes.h"
 
 namespace fastscore {
 
@@ -44,9 +45,10 @@ FS_HD void run_ops(const SamplePlan& p, int first, int last, int k, int D, Net& 
       draws((uint32_t)k, (uint32_t)op[2], dst);
     } else {  // kLin; terms read before dst is written, lane by lane, so dst may be a source
       const int n = op[2];
+      // each term fused explicitly (LaneMath::fma), so a lone sample and a tile's lane agree bit for bit
       for (int d = 0; d < D; ++d) {
         V acc = c[op[5]] * reg[op[4]][d];
-        for (int j = 1; j < n; ++j) acc += c[op[5 + 2 * j]] * reg[op[4 + 2 * j]][d];
+        for (int j = 1; j < n; ++j) acc = LaneMath<V>::fma(c[op[5 + 2 * j]], reg[op[4 + 2 * j]][d], acc);
         dst[d] = acc;
       }
     }
