@@ -41,13 +41,14 @@ struct TileDraws {
   void operator()(uint32_t step, uint32_t stream, Lanes* z) const { fill_normals(seed, index0, step, stream, dim, z); }
 };
 
-// the program's registers, [dim] lanes each
+// the program's registers, [dim] lane values each (a tile's, or a lone sample's floats)
+template <class V>
 struct Registers {
   Registers(int dim, int n) : regs((size_t)n * dim) {
     for (int r = 0; r < n; ++r) reg[r] = regs.data() + (size_t)r * dim;
   }
-  std::vector<Lanes> regs;
-  Lanes* reg[kMaxRegisters] = {};
+  std::vector<V> regs;
+  V* reg[kMaxRegisters] = {};
 };
 
 // A lone sample's dense rows: this many adjacent outputs per block, whose k-major weights are
@@ -62,16 +63,15 @@ constexpr int kLoneBelow = kTile / 2;
 // tile's trajectory with lane type float, bit for bit the same samples.
 void sample_lone(const Net& net, const SamplePlan& p, const double* cond, int64_t n, float* out) {
   const NetLayout& L = net.L;
-  std::vector<float> a(L.lane_arena), regs((size_t)p.n_registers * L.dim);
+  std::vector<float> a(L.lane_arena);
   std::vector<double> ca(L.cond_arena);
-  float* reg[kMaxRegisters] = {};
-  for (int r = 0; r < p.n_registers; ++r) reg[r] = regs.data() + (size_t)r * L.dim;
+  Registers<float> r(L.dim, p.n_registers);
   const LoneNet<kLoneRows, kKMajor> ln{net, p, a.data()};
   for (int64_t i = 0; i < n; ++i) {
     if (L.cond_dim > 0) import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, ca.data(), a.data(), 0);
     const LoneDraws<kMaxDim> draws{p.seed, (uint32_t)(p.start + i), L.dim};
-    sample_path(p, L.dim, ln, draws, reg);
-    for (int d = 0; d < L.dim; ++d) out[i * L.dim + d] = reg[0][d];
+    sample_path(p, L.dim, ln, draws, r.reg);
+    for (int d = 0; d < L.dim; ++d) out[i * L.dim + d] = r.reg[0][d];
   }
 }
 
@@ -87,7 +87,7 @@ void net_eval(const Net& packed, size_t n_params, const float* x, const double* 
 #pragma omp parallel
   {
     NetArenas w(L);
-    Registers r(L.dim, 2);
+    Registers<Lanes> r(L.dim, 2);
     std::vector<float> row(L.n_texp);
     time_table<kKMajor>(net, &t, 1, w.ta.data(), row.data());
 #pragma omp for schedule(static)
@@ -112,7 +112,7 @@ void sample(const Net& net, const SamplePlan& p, const double* cond, int64_t n, 
 #pragma omp parallel num_threads((int)std::min<int64_t>(n_tiles, omp_get_max_threads()))
   {
     NetArenas w(L);
-    Registers r(L.dim, p.n_registers);
+    Registers<Lanes> r(L.dim, p.n_registers);
     TableNet tn{net, p, w};
     // dynamic: the last tile is short and threads on a shared machine run at uneven speeds
 #pragma omp for schedule(dynamic, 1)

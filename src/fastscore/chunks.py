@@ -28,10 +28,8 @@ MAX_CHUNK = 2**22
 # a low guess of the kernels' rate, FLOP/s, to size the first chunk (the chunks after it follow
 # the rate measured on it): they run 20-200 GFLOP/s on 2 cores
 GUESSED_RATE = 2e10
-PROGRESS_AFTER_S = 2.0  # progress=None: a bar appears once the run is expected to take longer
-
-
 GUESSED_FLOPS = 1e6  # per evaluation of a network of unknown size (a torch module on the reference)
+PROGRESS_AFTER_S = 2.0  # progress=None: a bar appears once the run is expected to take longer
 
 
 def first_chunk(backend: str, model, evaluations: float) -> int | None:

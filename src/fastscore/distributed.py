@@ -71,7 +71,7 @@ def sample(model, sde, n: int, method: str = "em", steps: int = 1000, *, seed: i
         share.
     cond: [n, cond_dim] or [cond_dim], as ``fs.sample``'s; each shard ships its rows.
     """
-    _, da, distributed = _dask()
+    dask, da, distributed = _dask()
     dim = model_dim(model)
     n, start, shard = check_int("n", n, 0), check_int("start", start, 0), check_int("shard", shard, 1)
     if start + n > MAX_INDEX:
@@ -81,7 +81,8 @@ def sample(model, sde, n: int, method: str = "em", steps: int = 1000, *, seed: i
     sampling.Sampler(model, sde, method, steps, **{k: v for k, v in options.items() if k in _PLAN_OPTIONS})  # check now
     rows = (lambda a, b: None) if cond is None else (lambda a, b: cond[a:b].numpy())
     if out is None:
-        return _lazy(da, model, sde, n, dim, start, rows, kwargs, shard, _client(distributed, client, create=False))
+        return _lazy(dask, da, model, sde, n, dim, start, rows, kwargs, shard,
+                     _client(distributed, client, create=False))
     path = Path(out)
     if path.suffix != ".npy":
         raise ValueError(f"out must be a .npy path, got {str(out)!r}")
@@ -121,10 +122,8 @@ def _client(distributed, client, create: bool):
     raise TypeError(f"client must be a distributed.Client or a cluster, got {type(client).__name__}")
 
 
-def _lazy(da, model, sde, n, dim, start, rows, kwargs, shard, client):
+def _lazy(dask, da, model, sde, n, dim, start, rows, kwargs, shard, client):
     """The dask array of the shards (the network scattered to the client's workers if any)."""
-    import dask
-
     held = client.scatter(model, broadcast=True) if client is not None else model
     blocks = [da.from_delayed(dask.delayed(_shard, pure=True)(held, sde, a, b, start, rows(a, b), kwargs),
                               shape=(b - a, dim), dtype=np.float32)

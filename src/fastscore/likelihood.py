@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from . import integrators
 from .backends import module, resolve
 from .chunks import first_chunk, run_chunks
 from .plan import check_cond, check_finite_result, check_points, make_log_prob_plan
@@ -59,6 +60,9 @@ def log_prob(
     return prepared(x, cond=cond, return_info=return_info, progress=progress, callback=callback)
 
 
+RK45_GUESSED_NFE = 100  # to size a first chunk before an rk45 run has measured its rate
+
+
 class LogProb:
     """A log-density request prepared once: ``lp = fs.LogProb(model, sde, method, ...)`` checks
     the request and picks the backend; ``lp(x, cond=...)`` then equals ``fs.log_prob`` with the
@@ -74,9 +78,11 @@ class LogProb:
         self._model = model if self.backend == "torch" else copy.deepcopy(model)
         self._sde = sde
         self._what = f"log_prob (method {self.plan.method!r}, backend {self.backend!r})"
-        # per point: 1 + dim passes (the exact trace's tangents) per evaluation; rk45 ~100 of them
+        # per point: 1 + dim passes (the exact trace's tangents) per evaluation; the fixed methods'
+        # evaluations from their tableaux, rk45's a guess (its rate is measured on the first chunk)
         passes = 2 if self.plan.trace == "hutchinson" else 1 + self.plan.dim
-        evals = 4 * self.plan.steps if self.plan.method != "rk45" else 100
+        evals = (RK45_GUESSED_NFE if self.plan.method == "rk45"
+                 else self.plan.steps * len(integrators.FIXED[self.plan.method].c))
         self._first = first_chunk(self.backend, model, passes * evals)
 
     def __call__(self, x, *, cond=None, return_info: bool = False, progress: bool | None = None, callback=None):

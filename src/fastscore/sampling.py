@@ -105,8 +105,9 @@ class Sampler:
 
     The arguments are ``fs.sample``'s. On the kernel backends the sampler holds the network as
     it was when made (a copy): after training the model further, make a new one (``fs.sample``
-    notices changed weights by itself); the reference backend ("torch") runs the module itself. ``s.backend`` is the backend it runs on; ``s.nfe`` the network
-    evaluations per sample (None for the adaptive methods, whose count varies per sample).
+    notices changed weights by itself); the reference backend ("torch") runs the module itself.
+    ``s.backend`` is the backend it runs on; ``s.nfe`` the network evaluations per sample (None
+    for the adaptive methods, whose count varies per sample).
     """
 
     def __init__(self, model: torch.nn.Module, sde: SDE, method: str = "em", steps: int = 1000, backend: str = "auto",
@@ -155,8 +156,10 @@ class Sampler:
         seed = check_seed(seed)
         if cond is not None or self._conditional:
             cond = check_cond(self._model, cond, n)
-        # one kernel call (a control loop's case) when the run is small and goes nowhere special
-        if out is None and not progress and (self._first is None or n <= self._first):
+        # one kernel call straight out (a control loop's case) when the run is small and goes nowhere
+        # special; the reference (no first chunk: it runs whole) goes through destination(), whose
+        # memory check refuses an n beyond RAM before the run
+        if out is None and not progress and self._first is not None and n <= self._first:
             x, info = self._chunk(start, start + n, seed, cond, 0)
             if callback is not None:
                 callback(n, n)

@@ -68,7 +68,7 @@ def prepare_sample(plan: SamplePlan):
     prepared = _core.PreparedSampler(*net_args(plan.kernel.packed), *program_args(plan))
 
     def run(n: int, seed: int, start: int, cond) -> torch.Tensor:
-        return torch.from_numpy(prepared.run(None if cond is None else cond_array(cond), n, seed, start))
+        return torch.from_numpy(prepared.run(cond_array(cond), n, seed, start))
 
     return run
 
