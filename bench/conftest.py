@@ -1,7 +1,7 @@
 """Shared fixtures of the benchmark suites: the measured FMA peak and the machine.
 
 Every benchmark records its throughput next to the peak measured in the same session
-(``fastscore._core.fma_peak_gflops``, median of 5), so a result reads as "% of what this
+(``fastscore.machine.fma_peak``: the FMA probe's best chain count, median of 5), so a result reads as "% of what this
 machine's FMA units can do" and is comparable across machines. The peak and a machine
 description also go into the JSON's ``machine_info`` (hook below), where ``render.py``
 reads them for the report header.
@@ -9,22 +9,20 @@ reads them for the report header.
 
 from __future__ import annotations
 
-import statistics
 
 import pytest
 
 from fastscore import _core
-from fastscore.machine import describe
+from fastscore.machine import describe, fma_peak as probe_peak
 
-PEAK_REPEATS = 5
 _cache: dict = {}
 
 
 def measure_peak() -> dict:
-    """Median of PEAK_REPEATS runs of the FMA loop over all OpenMP threads (GFLOP/s), cached."""
+    """The FMA peak of all OpenMP threads (fastscore.machine.fma_peak: GFLOP/s, chain counts,
+    nominal clock), measured once per session."""
     if "peak" not in _cache:
-        runs = [_core.fma_peak_gflops() for _ in range(PEAK_REPEATS)]
-        _cache["peak"] = {"gflops": statistics.median(runs), "runs": runs}
+        _cache["peak"] = probe_peak()
     return _cache["peak"]
 
 

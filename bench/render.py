@@ -37,7 +37,7 @@ def load(path: Path) -> tuple[dict, list[dict]]:
     rows = []
     for b in data["benchmarks"]:
         e, s = b["extra_info"], b["stats"]
-        if "gflops" not in e:  # a benchmark of another suite, or one that failed before recording
+        if "gflops" not in e or "backend" not in e:  # another suite's, or one that failed before recording
             continue
         rows.append({
             "name": b["name"], "backend": e["backend"], "n": e["n"], "width": e["width"], "steps": e["steps"],
@@ -78,19 +78,24 @@ def overhead_table(data: dict) -> list[str]:
         e = b["extra_info"]
         cases.setdefault((e["n"], e["steps"]), {"info": e})[e["way"]] = b["stats"]["median"]
     us = lambda t: "" if t is None else f"{t * 1e6:,.1f}"  # noqa: E731
+    info = runs[0]["extra_info"]
     lines = ["", "## Fixed cost of a call (seed-002 network, `em`, backend `cpu`), median µs", "",
-             f"One-thread FMA peak {runs[0]['extra_info']['thread_peak_gflops']:.1f} GFLOP/s (measured in this run).", "",
-             "| n | steps | arithmetic | kernel | Sampler | Python overhead | Sampler / arithmetic | fs.sample (cached) "
-             "| fresh Sampler per call |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"One-thread FMA peak {info['thread_peak_gflops']:.1f} GFLOP/s; a lone sample's matrix-vector rows "
+             f"through the four 64 x 64 layers {info['matvec_gflops']:.1f} GFLOP/s (both measured in this run).", "",
+             "| n | steps | arithmetic | bound | kernel | Sampler | Python overhead | Sampler / arithmetic "
+             "| Sampler / bound | fs.sample (cached) | fresh Sampler per call |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (n, steps), c in sorted(cases.items()):
-        arith, kernel, prepared = c["info"]["arithmetic_s"], c.get("kernel"), c.get("Sampler")
+        arith, bound = c["info"]["arithmetic_s"], c["info"]["bound_s"]
+        kernel, prepared = c.get("kernel"), c.get("Sampler")
         overhead = None if kernel is None or prepared is None else prepared - kernel
-        ratio = "" if prepared is None else f"{prepared / arith:.1f}x"
-        lines.append(f"| {n} | {steps} | {us(arith)} | {us(kernel)} | {us(prepared)} | {us(overhead)} | {ratio} "
-                     f"| {us(c.get('sample'))} | {us(c.get('fresh'))} |")
+        ratio = lambda t: "" if prepared is None else f"{prepared / t:.1f}x"  # noqa: E731
+        lines.append(f"| {n} | {steps} | {us(arith)} | {us(bound)} | {us(kernel)} | {us(prepared)} | {us(overhead)} "
+                     f"| {ratio(arith)} | {ratio(bound)} | {us(c.get('sample'))} | {us(c.get('fresh'))} |")
     lines += ["", "arithmetic = FLOPs / (one-thread peak x threads the call can use: one per tile of samples); "
-              "kernel = `_core.PreparedSampler.run` alone; Python overhead = Sampler - kernel."]
+              "bound = FLOPs / the matrix-vector rate for a call of fewer than half a tile (run one sample at a "
+              "time: every multiply-add loads its own weight), else the arithmetic; kernel = "
+              "`_core.PreparedSampler.run` alone; Python overhead = Sampler - kernel."]
     return lines
 
 
@@ -104,13 +109,25 @@ def fmt_speedup(x: float | None) -> str:
     return f"{x:.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
 
 
+def peak_line(peak: dict) -> str:
+    """The measured FMA peak (fastscore.machine.fma_peak) as a report line: GFLOP/s, the chain
+    counts it was the best of, and the FLOP per nominal cycle it implies."""
+    if "gflops" not in peak:
+        return "- measured FP32 FMA peak: ?"
+    chains = ", ".join(f"{c}: {g:.0f}" for c, g in peak["by_chains"].items())
+    per_cycle = peak.get("flop_per_nominal_cycle")
+    cycle = "" if per_cycle is None else (
+        f"; {per_cycle:.0f} FLOP per nominal {peak['nominal_ghz']:.2f} GHz cycle per thread, one full-width FMA "
+        f"per cycle being {peak['one_fma_per_cycle']}")
+    return (f"- measured FP32 FMA peak: **{peak['gflops']:.0f} GFLOP/s** on {peak['threads']} threads (chains per "
+            f"thread: GFLOP/s, median of 5 each: {chains}{cycle})")
+
+
 def header(data: dict, rows: list[dict]) -> list[str]:
     mi = data.get("machine_info", {})
     fsi = mi.get("fastscore", {})
     build = fsi.get("build_info", {})
     peak = fsi.get("fma_peak", {})
-    peak_gflops = peak.get("gflops", rows[0]["peak"] if rows else float("nan"))
-    runs = ", ".join(f"{r:.0f}" for r in peak.get("runs", []))
     lines = [
         "# fastscore: Euler–Maruyama sampler throughput (CPU)",
         "",
@@ -120,7 +137,7 @@ def header(data: dict, rows: list[dict]) -> list[str]:
         f"({fsi.get('torch_threads', '?')} threads)",
         f"- fastscore build: {build.get('isa', '?')}, {build.get('openmp_threads', '?')} OpenMP threads, "
         f"tile {build.get('tile', '?')}",
-        f"- measured FP32 FMA peak: **{peak_gflops:.0f} GFLOP/s** (median of {runs or '?'})",
+        peak_line(peak),
         "- network: ScoreMLP dim 2, depth 5, concat time, ReLU (width 64 = seed 002's basic_net, "
         "33,408 FLOP/eval); VP SDE beta 0.1..20",
         "- GFLOP/s = n x steps x flops_per_eval / median round; speed-ups are ratios of GFLOP/s "

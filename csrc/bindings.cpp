@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -402,6 +403,10 @@ PYBIND11_MODULE(_core, mod) {
     d["openmp_threads"] = cpu::max_threads();
     d["isa"] = cpu::kIsa;
     d["tile"] = cpu::kTile;
+    d["vector_registers"] = cpu::kVectorRegisters;
+    d["fma_width"] = cpu::kFmaWidth;
+    const auto counts = cpu::fma_chain_counts();
+    d["fma_chains"] = std::vector<int>(counts.begin(), counts.end());
     d["max_dim"] = cpu::kMaxDim;
 #ifdef FASTSCORE_WITH_CUDA
     d["cuda_compiled"] = true;
@@ -415,14 +420,30 @@ PYBIND11_MODULE(_core, mod) {
   });
 
   mod.def(
-      "fma_peak_gflops",
-      [](int64_t iters, int threads) {
+      "fma_chains_gflops",
+      [](int chains, int64_t iters, int threads) {
+        const auto counts = cpu::fma_chain_counts();
+        require(std::find(counts.begin(), counts.end(), chains) != counts.end(),
+                "chains must be one of build_info()['fma_chains']");
         require(iters >= 1 && threads >= 0, "need iters >= 1 and threads >= 0");
         py::gil_scoped_release nogil;
-        return cpu::fma_peak_gflops(iters, threads);
+        return cpu::fma_chains_gflops(chains, iters, threads);
       },
-      "measured FP32 FMA peak in GFLOP/s of `threads` OpenMP threads (0: all of them)",
-      py::arg("iters") = 20000000, py::arg("threads") = 0);
+      "FP32 FMA GFLOP/s of `threads` OpenMP threads (0: all) running `chains` independent FMA chains each; "
+      "fastscore.machine.fma_peak takes the best count as the machine's peak",
+      py::arg("chains"), py::arg("iters") = 10000000, py::arg("threads") = 0);
+
+  mod.def(
+      "matvec_gflops",
+      [](int width, int layers, int64_t iters) {
+        require(width >= 1 && width <= 4096 && layers >= 1 && layers <= 64 && iters >= 1,
+                "need 1 <= width <= 4096, 1 <= layers <= 64 and iters >= 1");
+        py::gil_scoped_release nogil;
+        return cpu::matvec_gflops(width, layers, iters);
+      },
+      "one thread's GFLOP/s through `layers` square dense rows of `width` as a lone sample runs them "
+      "(matrix-vector products, one weight load per multiply-add): the bound of a one-sample call",
+      py::arg("width"), py::arg("layers"), py::arg("iters") = 20000);
 
   mod.def(
       "philox",

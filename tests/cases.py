@@ -16,7 +16,7 @@ NETS = [  # (width, depth, activation, time_embedding, output scaled by sigma(t)
     (64, 5, "relu", "concat", False),  # seed 002's network
     (33, 2, "tanh", "fourier", True),  # seed 003's kind, odd width (register-block remainder)
     (17, 3, "silu", "concat", False),
-    (48, 1, "leaky_relu", "fourier", False),
+    (100, 1, "leaky_relu", "fourier", False),  # wider than one lone block (64 + remainder vectors + floats)
     (8, 4, "softplus", "concat", True),
 ]
 SDES = [fs.VPSDE(), fs.VESDE(sigma=25.0), fs.SubVPSDE(beta_min=0.2, beta_max=15.0, T=1.0)]

@@ -270,6 +270,9 @@ def test_likelihood_and_helper_bindings_check_their_arguments():
         lambda: core.normals(0, np.array([1]), 0, 1, 0),
         lambda: core.philox(np.zeros((2, 3), np.uint32), 0),
         lambda: core.sde_coefficients((6, 0.1, 20.0, 1.0), np.array([0.5])),
+        lambda: core.matvec_gflops(0, 4),
+        lambda: core.matvec_gflops(64, 0),
+        lambda: core.matvec_gflops(64, 4, 0),
     ]
     for call in bad_calls:
         with pytest.raises(ValueError):

@@ -1,7 +1,9 @@
 // Fused CPU kernels: whole trajectories per tile of samples, OpenMP over tiles.
 // Every function takes raw buffers (shapes in comments) and is called without the GIL.
 #pragma once
+#include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "fastscore/adaptive_sample.h"
@@ -16,12 +18,24 @@ namespace cpu {
 // The CPU kernels' copy of a network, made once per call (or once per prepared sampler):
 // every dense row's weights k-major (net.h weight_index), so a dense step's broadcasts share
 // one base pointer. Its rows stay the packed network's: they must outlive it.
+// n floats that start on a cache line: a lone sample's vector loads of a weight row
+// (lone_rows.h) then never straddle two lines where the rows' offsets are multiples of 16 floats
+class LineAligned {
+ public:
+  explicit LineAligned(size_t n) : buf_(n + kLine / sizeof(float)) {}
+  float* data() { return (float*)(((uintptr_t)buf_.data() + kLine - 1) & ~(uintptr_t)(kLine - 1)); }
+
+ private:
+  static constexpr size_t kLine = 64;
+  std::vector<float> buf_;
+};
+
 struct CpuNet {
   CpuNet(const Net& packed, size_t n_params) : buf(n_params) {
     to_k_major(packed.L, packed.ops, packed.params, buf.data(), n_params);
     net = Net{packed.L, packed.ops, buf.data()};
   }
-  std::vector<float> buf;
+  LineAligned buf;
   Net net;
 };
 
@@ -60,8 +74,36 @@ int64_t sample_adaptive(const Net& net, size_t n_params, const AdaptivePlan& pla
 
 int max_threads();
 
-// measured FP32 FMA throughput of `team` threads (0: all), GFLOP/s (iters FMA rounds per chain)
-double fma_peak_gflops(int64_t iters, int team);
+// The FMA peak probe's vectors (native width) and the chain counts it tries: from FMA latency
+// x pipes (4 x 2 on the x86 cores of today: 8) up to what the register file holds beside the
+// probe's two constants (AVX-512: 32 registers, AVX2 and SSE: 16; more would spill chains to
+// memory and measure the spills: 16 chains on AVX2 read 112-116 GFLOP/s on a Zen 3 whose
+// 12-chain loop gives 198-204).
+#if defined(__AVX512F__)
+constexpr int kFmaWidth = 16, kVectorRegisters = 32;
+using FmaChainCounts = std::integer_sequence<int, 8, 12, 16, 24, 30>;
+#elif defined(__AVX__)
+constexpr int kFmaWidth = 8, kVectorRegisters = 16;
+using FmaChainCounts = std::integer_sequence<int, 8, 10, 12, 14>;
+#else
+constexpr int kFmaWidth = 4, kVectorRegisters = 16;
+using FmaChainCounts = std::integer_sequence<int, 8, 10, 12, 14>;
+#endif
+template <int... C>
+constexpr std::array<int, sizeof...(C)> chain_array(std::integer_sequence<int, C...>) {
+  return {C...};
+}
+constexpr auto fma_chain_counts() { return chain_array(FmaChainCounts{}); }
+
+// FP32 FMA throughput of `team` threads (0: all) running `chains` chains (one of the counts
+// above; else -1), GFLOP/s; iters FMA rounds per chain. The machine's peak is the best count's
+// (fastscore/machine.py fma_peak).
+double fma_chains_gflops(int chains, int64_t iters, int team);
+
+// one thread's rate through `layers` square k-major dense rows of `width` as a lone sample runs
+// them (lone_rows.h), GFLOP/s: the bound of a one-sample call, whose every multiply-add loads
+// its own weight (from L1 if layers x width^2 floats fit there, else from L2)
+double matvec_gflops(int width, int layers, int64_t iters);
 
 }  // namespace cpu
 }  // namespace fastscore

@@ -7,6 +7,7 @@
 
 #include "fastscore/sample_path.h"
 #include "kernels.h"
+#include "lone_rows.h"
 #include "tile.h"
 
 namespace fastscore {
@@ -51,10 +52,6 @@ struct Registers {
   V* reg[kMaxRegisters] = {};
 };
 
-// A lone sample's dense rows: this many adjacent outputs per block, whose k-major weights are
-// contiguous, so the compiler vectorises a row over its outputs (a matrix-vector product)
-// where a tile vectorises over samples. 64: one block covers the common hidden widths.
-constexpr int kLoneRows = 64;
 // Fewer samples than this run one by one: a tile of kTile lanes would compute its empty
 // lanes too, and a lone sample's matrix-vector rows use the vectors about as well as a full tile.
 constexpr int kLoneBelow = kTile / 2;
@@ -66,7 +63,7 @@ void sample_lone(const Net& net, const SamplePlan& p, const double* cond, int64_
   std::vector<float> a(L.lane_arena);
   std::vector<double> ca(L.cond_arena);
   Registers<float> r(L.dim, p.n_registers);
-  const LoneNet<kLoneRows, kKMajor> ln{net, p, a.data()};
+  const LoneNet<OutputVectors> ln{net, p, a.data()};
   for (int64_t i = 0; i < n; ++i) {
     if (L.cond_dim > 0) import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, ca.data(), a.data(), 0);
     const LoneDraws<kMaxDim> draws{p.seed, (uint32_t)(p.start + i), L.dim};

@@ -60,7 +60,7 @@ FS_HD void sample_thread(const SampleArgs& s, const float* params, int64_t i) {
   float* reg[kMaxRegisters];
   for (int r = 0; r < kMaxRegisters; ++r) reg[r] = regs[r];
   import_cond(net, s.cond, i, ca, a);
-  const LoneNet<kRows, kKMajor> tn{net, s.plan, a};
+  const LoneNet<RowBlocks<kRows, kKMajor>> tn{net, s.plan, a};
   const LoneDraws<kMaxDim> draws{s.plan.seed, (uint32_t)(s.plan.start + i), D};
   sample_path(s.plan, D, tn, draws, reg);
   for (int d = 0; d < D; ++d) s.out[i * D + d] = reg[0][d];

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from importlib import metadata
 
 import numpy as np
@@ -20,6 +21,38 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def nominal_ghz() -> float | None:
+    """The clock /proc/cpuinfo reports (on a VM the nominal one; boost runs above it), GHz."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1]) / 1000.0
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def fma_peak(threads: int = 0, repeats: int = 5) -> dict:
+    """The FP32 FMA peak that benchmarks quote "% of peak" against, measured now: the median of
+    `repeats` runs of the probe at each of its chain counts (``_core.fma_chains_gflops``: from
+    latency x pipes up to what the register file holds), the best count's median being the peak.
+    threads: OpenMP threads (0: all). Also the FLOP per nominal cycle per thread that it implies,
+    beside one full-width FMA per cycle (2 x the vector width): a core with two FMA pipes of its
+    vector width reaches twice that, boost clocks raise it further."""
+    from . import _core
+
+    info = _core.build_info()
+    by_chains = {c: statistics.median(_core.fma_chains_gflops(c, threads=threads) for _ in range(repeats))
+                 for c in info["fma_chains"]}
+    best = max(by_chains, key=by_chains.get)
+    used = threads or info["openmp_threads"]
+    ghz = nominal_ghz()
+    return {"gflops": by_chains[best], "chains": best, "by_chains": by_chains, "threads": used,
+            "nominal_ghz": ghz, "flop_per_nominal_cycle": by_chains[best] / used / ghz if ghz else None,
+            "one_fma_per_cycle": 2 * info["fma_width"]}
 
 
 def _version(package: str) -> str | None:

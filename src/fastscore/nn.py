@@ -181,8 +181,18 @@ def _weights_key(model: nn.Module) -> tuple:
     version, shape and dtype."""
     config = tuple(sorted((k, repr(v)) for k, v in vars(model).items()
                           if not k.startswith("_") and k not in ("training", "parity_error") and not isinstance(v, nn.Module)))
-    return config, tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype)
-                         for t in (*model.parameters(), *model.buffers()))
+    return config, tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in _tensors(model))
+
+
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer of model and its submodules: what parameters() and buffers()
+    yield, by a plain walk (their generators cost most of a cached fs.sample call)."""
+    out, stack = [], [model]
+    while stack:
+        m = stack.pop()
+        out += [t for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+        stack += m._modules.values()
+    return out
 
 
 def pack(model: nn.Module) -> NetProgram:

@@ -90,6 +90,17 @@ FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_o
   }
 }
 
+// How run_net computes a dense row: J adjacent outputs at a time over any lane type (above),
+// weights k-major or out-major. The CPU's lone samples bring their own policy, a matrix-vector
+// product vectorised over outputs (csrc/cpu/lone_rows.h), with the same bits per output.
+template <int J, bool KMajor>
+struct RowBlocks {
+  template <class V, class S>
+  static FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_out, const S* x, V* z) {
+    fastscore::dense<J, KMajor>(W, ib, ia, n_in, n_out, x, z);
+  }
+};
+
 // f(x) and, if slope != nullptr, f'(x), for the unary function Fn (a compile-time code, so a
 // row's loop is specialised per function: no dispatch per element). p: f's parameters.
 template <int Fn, class V>
@@ -238,7 +249,8 @@ struct Tangents {
 // Rows [first, last) of the program on arena `a` (time phase: t is the time; other phases
 // ignore it). Lane phase with tangents: each row whose result carries tangents (kTangentDst)
 // propagates them from its operands (kTangentA / kTangentB; an operand without is zero).
-template <int J, bool KMajor, class V>
+// Rows: the dense rows' policy (RowBlocks).
+template <class Rows, class V>
 FS_HD void run_net(const Net& net, int first, int last, double t, V* a, Tangents<V> tg) {
   const float* P = net.params;
   for (int i = first; i < last; ++i) {
@@ -252,13 +264,13 @@ FS_HD void run_net(const Net& net, int first, int last, double t, V* a, Tangents
         const float* W = P + op[6];
         const float* ib = op[7] == kInitParam ? P + op[3] : nullptr;
         const V* ia = op[7] == kInitArena ? a + op[3] : nullptr;
-        dense<J, KMajor>(W, ib, ia, op[5], n, a + op[2], dst);
+        Rows::dense(W, ib, ia, op[5], n, a + op[2], dst);
         if (!tan) break;
         for (int d = 0; d < tg.nt; ++d) {
           V* dt = tg.dT + (size_t)d * tg.stride;
           const V* init = op[7] == kInitArena && tb ? dt + op[3] : nullptr;
           if (ta)
-            dense<J, KMajor>(W, (const float*)nullptr, init, op[5], n, dt + op[2], dt + op[1]);
+            Rows::dense(W, (const float*)nullptr, init, op[5], n, dt + op[2], dt + op[1]);
           else
             for (int j = 0; j < n; ++j) dt[op[1] + j] = init ? init[j] : V{};
         }
@@ -355,14 +367,14 @@ FS_HD void run_net(const Net& net, int first, int last, double t, V* a, Tangents
 // ta + time_export(L).
 template <bool KMajor>
 FS_HD void run_time(const Net& net, double t, double* ta) {
-  run_net<1, KMajor, double>(net, 0, net.L.n_time_ops, t, ta, Tangents<double>{nullptr, 0, 0});
+  run_net<RowBlocks<1, KMajor>, double>(net, 0, net.L.n_time_ops, t, ta, Tangents<double>{nullptr, 0, 0});
 }
 
 // The cond phase for one sample's condition c [cond_dim] on a double arena `ca` [cond_arena].
 template <bool KMajor>
 FS_HD void run_cond(const Net& net, const double* c, double* ca) {
   for (int j = 0; j < net.L.cond_dim; ++j) ca[j] = c[j];
-  run_net<1, KMajor, double>(net, net.L.n_time_ops, first_lane_op(net.L), 0.0, ca, Tangents<double>{nullptr, 0, 0});
+  run_net<RowBlocks<1, KMajor>, double>(net, net.L.n_time_ops, first_lane_op(net.L), 0.0, ca, Tangents<double>{nullptr, 0, 0});
 }
 
 // The time table of a sampling plan: row r = the time phase's exports at times[r], rounded
@@ -388,7 +400,7 @@ FS_HD void import_cond_lane(const Net& net, const double* c, double* ca, V* a, i
 // at a + L.out.
 template <int J, bool KMajor, class V>
 FS_HD void run_lanes(const Net& net, V* a, Tangents<V> tg) {
-  run_net<J, KMajor, V>(net, first_lane_op(net.L), net.L.n_ops, 0.0, a, tg);
+  run_net<RowBlocks<J, KMajor>, V>(net, first_lane_op(net.L), net.L.n_ops, 0.0, a, tg);
 }
 
 // a[dim + j] <- splat(row[j]): one time value's imports for every lane

@@ -17,8 +17,8 @@ namespace fastscore {
 
 // The policies of one sample alone (lane type float: a CUDA thread, or a CPU call of a few
 // samples). The network: the time imports from the plan's table, then the lane phase with
-// dense rows J outputs at a time (k-major weights when KMajor).
-template <int J, bool KMajor>
+// dense rows computed by the policy Rows (net.h RowBlocks, or the CPU's lone_rows.h).
+template <class Rows>
 struct LoneNet {
   const Net& net;
   const SamplePlan& p;
@@ -27,7 +27,7 @@ struct LoneNet {
     const NetLayout& L = net.L;
     import_time_row(L, p.ttab + row * L.n_texp, a);
     for (int d = 0; d < L.dim; ++d) a[d] = in[d];
-    run_lanes<J, KMajor>(net, a, Tangents<float>{nullptr, 0, 0});
+    run_net<Rows, float>(net, first_lane_op(L), L.n_ops, 0.0, a, Tangents<float>{nullptr, 0, 0});
     for (int d = 0; d < L.dim; ++d) out[d] = a[L.out + d];
   }
 };
