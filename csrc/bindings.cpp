@@ -18,6 +18,7 @@
 #include "cpu/simd.h"
 #include "cuda/api.h"
 #include "cuda/thread_body.h"
+#include "fastscore/normals.h"
 #include "fastscore/philox.h"
 #include "fastscore/net.h"
 #include "fastscore/program.h"
@@ -469,15 +470,15 @@ PYBIND11_MODULE(_core, mod) {
           double* row = out.mutable_data(i, 0);
           if (single) {
             float zf[cpu::kMaxDim];
-            draw_normals<float>(seed, (uint32_t)samples.at(i), step, stream, dim, zf);
+            draw_normals_float(seed, (uint32_t)samples.at(i), step, stream, dim, zf);
             for (int d = 0; d < dim; ++d) row[d] = zf[d];
           } else {
-            draw_normals<double>(seed, (uint32_t)samples.at(i), step, stream, dim, row);
+            draw_normals(seed, (uint32_t)samples.at(i), step, stream, dim, row);
           }
         }
         return out;
       },
-      "normals [n, dim] of the shared stream, Box-Muller in float32 (single) or float64",
+      "normals [n, dim] of the shared stream: the samplers' float32 Box-Muller (single, normals.h) or float64",
       py::arg("seed"), py::arg("samples"), py::arg("step"), py::arg("stream"), py::arg("dim"),
       py::arg("single") = false);
 

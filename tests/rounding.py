@@ -126,7 +126,7 @@ def step_error_bound(model: ScoreMLP, plan: SamplePlan, x0: torch.Tensor, noise,
       sum_e ||J_e[r]|| E_e + sum_L ||J_L[r]|| gamma_{m_L + 1} ||T_L|| + sum_z ||J_z[r]|| gamma_8 ||z||
     with E_e = mlp_error_bound at the evaluation's input (an input computed within the step,
     such as Heun's predictor, brings its Lin's rounding through J_L), T_L the size of a Lin's
-    terms (_Tape) and gamma_8 the Box-Muller normals' rounding. Block r of step k's error
+    terms (_Tape) and gamma_8 the float normals' error (normals.h: within 4.6 u). Block r of step k's error
     reaches the end's x through the x rows of M_{N-1} ... M_{k+1}, block columns r. Blocks
     keep a multistep rule's history (data predictions near T are ~1/m(t) times x) from
     inflating the bound on x. `noise(stream, k)`: the step-k normals [n, dim] of a stream."""

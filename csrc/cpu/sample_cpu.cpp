@@ -66,7 +66,7 @@ void sample_lone(const Net& net, const SamplePlan& p, const double* cond, int64_
   const LoneNet<OutputVectors> ln{net, p, a.data()};
   for (int64_t i = 0; i < n; ++i) {
     if (L.cond_dim > 0) import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, ca.data(), a.data(), 0);
-    const LoneDraws<kMaxDim> draws{p.seed, (uint32_t)(p.start + i), L.dim};
+    const LoneDraws draws{p.seed, (uint32_t)(p.start + i), L.dim};
     sample_path(p, L.dim, ln, draws, r.reg);
     for (int d = 0; d < L.dim; ++d) out[i * L.dim + d] = r.reg[0][d];
   }

@@ -40,8 +40,9 @@ struct LaneAccess<cpu::Lanes> {
   static void set(cpu::Lanes& v, int l, float x) { v[l] = x; }
 };
 
-// Transcendentals lane by lane through libm: only activations and layer norms use them,
-// once per hidden unit (not per multiply-add).
+// e^x by lanes.h's exp_lanes over the whole vector; the other transcendentals lane by lane
+// through libm: only activations and layer norms use them, once per hidden unit (not per
+// multiply-add).
 #define FS_LANEWISE(name, f)                                        \
   static V name(V x) {                                              \
     for (int i = 0; i < cpu::kTile; ++i) x[i] = ::f(x[i]);          \
@@ -50,21 +51,43 @@ struct LaneAccess<cpu::Lanes> {
 template <>
 struct LaneMath<cpu::Lanes> {
   using V = cpu::Lanes;
-  static V fma(float w, V x, V acc) {
+  static V fma(V w, V x, V acc) {
 #if defined(__AVX512F__)
-    return (V)_mm512_fmadd_ps(_mm512_set1_ps(w), (__m512)x, (__m512)acc);
+    return (V)_mm512_fmadd_ps((__m512)w, (__m512)x, (__m512)acc);
 #elif defined(__FMA__)
-    return (V)_mm256_fmadd_ps(_mm256_set1_ps(w), (__m256)x, (__m256)acc);
+    return (V)_mm256_fmadd_ps((__m256)w, (__m256)x, (__m256)acc);
 #else
-    for (int i = 0; i < cpu::kTile; ++i) acc[i] = ::fmaf(w, x[i], acc[i]);
+    for (int i = 0; i < cpu::kTile; ++i) acc[i] = ::fmaf(w[i], x[i], acc[i]);
     return acc;
 #endif
   }
-  FS_LANEWISE(exp, expf)
+  static V fma(float w, V x, V acc) {  // a broadcast, not splat's 0 + w (which must keep -0's sign)
+#if defined(__AVX512F__)
+    return fma((V)_mm512_set1_ps(w), x, acc);
+#elif defined(__AVX__)
+    return fma((V)_mm256_set1_ps(w), x, acc);
+#else
+    return fma((V)_mm_set1_ps(w), x, acc);
+#endif
+  }
+  typedef int32_t Int __attribute__((vector_size(sizeof(V))));  // integer lanes, as LaneMath<float>'s
+  static Int bits(V x) { return (Int)x; }
+  static V from_bits(Int b) { return (V)b; }
+  static V to_float(Int i) { return __builtin_convertvector(i, V); }
+  static Int to_int(V x) { return __builtin_convertvector(x, Int); }
+  static V sqrt(V x) {  // correctly rounded, as sqrtf
+#if defined(__AVX512F__)
+    return (V)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX__)
+    return (V)_mm256_sqrt_ps((__m256)x);
+#else
+    return (V)_mm_sqrt_ps((__m128)x);
+#endif
+  }
+  static V exp(V x) { return exp_lanes(x); }
   FS_LANEWISE(expm1, expm1f)
   FS_LANEWISE(log1p, log1pf)
   FS_LANEWISE(log, logf)
-  FS_LANEWISE(sqrt, sqrtf)
   FS_LANEWISE(tanh, tanhf)
   FS_LANEWISE(erf, erff)
   FS_LANEWISE(sin, sinf)

@@ -4,8 +4,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "fastscore/philox.h"
 #include "fastscore/net.h"
+#include "fastscore/normals.h"
+#include "fastscore/philox.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -50,14 +51,17 @@ inline void store_tile(const Lanes* x, int dim, int count, float* dst) {
     for (int d = 0; d < dim; ++d) dst[(int64_t)l * dim + d] = x[d][l];
 }
 
-// z [dim] lanes <- standard normals of samples index0 + lane at (step, stream); every lane
-// is filled (samples past n draw numbers that are never stored) so the math stays uniform
+// z [dim] lanes <- standard normals of samples index0 + lane at (step, stream): each lane's
+// Philox block, then Box–Muller on all lanes at once (normals.h). Every lane is filled
+// (samples past n draw numbers that are never stored) so the math stays uniform.
 inline void fill_normals(uint64_t seed, int64_t index0, uint32_t step, uint32_t stream, int dim, Lanes* z) {
-  double buf[kMaxDim];
-  for (int l = 0; l < kTile; ++l) {
-    draw_normals<double>(seed, (uint32_t)(index0 + l), step, stream, dim, buf);
-    for (int d = 0; d < dim; ++d) z[d][l] = (float)buf[d];
-  }
+  normals_lanes<Lanes>(dim, [&](uint32_t block, LaneMath<Lanes>::Int* x) {
+    for (int l = 0; l < kTile; ++l) {
+      uint32_t w[4];
+      philox_block(seed, (uint32_t)(index0 + l), step, block, stream, w);
+      for (int i = 0; i < 4; ++i) x[i][l] = (int32_t)w[i];
+    }
+  }, z);
 }
 
 // v [dim] lanes <- Rademacher probes of samples index0 + lane (stream kStreamProbe, step 0)

@@ -61,7 +61,7 @@ FS_HD void sample_thread(const SampleArgs& s, const float* params, int64_t i) {
   for (int r = 0; r < kMaxRegisters; ++r) reg[r] = regs[r];
   import_cond(net, s.cond, i, ca, a);
   const LoneNet<RowBlocks<kRows, kKMajor>> tn{net, s.plan, a};
-  const LoneDraws<kMaxDim> draws{s.plan.seed, (uint32_t)(s.plan.start + i), D};
+  const LoneDraws draws{s.plan.seed, (uint32_t)(s.plan.start + i), D};
   sample_path(s.plan, D, tn, draws, reg);
   for (int d = 0; d < D; ++d) s.out[i * D + d] = reg[0][d];
 }
@@ -125,9 +125,9 @@ FS_HD int adaptive_thread(const AdaptiveArgs& s, const float* params, int64_t i)
   import_cond(net, s.cond, i, ta, a);
   const AdaptivePlan& p = s.plan;
   const uint32_t index = (uint32_t)(p.start + i);
-  double z[kMaxDim];
-  draw_normals<double>(p.spec.seed, index, 0u, (uint32_t)kStreamPrior, D, z);
-  for (int d = 0; d < D; ++d) y[d] = (float)z[d] * p.prior_std;
+  float z[kMaxDim];
+  draw_normals_float(p.spec.seed, index, 0u, (uint32_t)kStreamPrior, D, z);  // as a CPU tile's prior
+  for (int d = 0; d < D; ++d) y[d] = z[d] * p.prior_std;
   int64_t nfe, accepted, rejected;
   const int failed = p.brownian ? ggf_steps<kRows, kKMajor>(net, p.sde, p.spec, p.spec.seed, index, 1, b, wt, &nfe,
                                                             &accepted, &rejected)

@@ -34,7 +34,7 @@ FS_HD void brownian_at(uint64_t seed, uint32_t sample, double t, double eps, dou
                        double* scratch) {
   double *wa = scratch, *wb = scratch + D, *z = scratch + 2 * D;
   double a = eps, b = T;
-  draw_normals<double>(seed, sample, 0u, (uint32_t)kStreamBrownian, D, wb);
+  draw_normals(seed, sample, 0u, (uint32_t)kStreamBrownian, D, wb);
   for (int d = 0; d < D; ++d) {
     wa[d] = 0.0;
     wb[d] *= ::sqrt(T - eps);
@@ -42,7 +42,7 @@ FS_HD void brownian_at(uint64_t seed, uint32_t sample, double t, double eps, dou
   uint32_t node = 1;
   for (int level = 0; level < kBrownianDepth; ++level) {
     const double mid = 0.5 * (a + b), sd = ::sqrt(0.25 * (b - a));
-    draw_normals<double>(seed, sample, node, (uint32_t)kStreamBrownian, D, z);
+    draw_normals(seed, sample, node, (uint32_t)kStreamBrownian, D, z);
     const bool left = t < mid;
     for (int d = 0; d < D; ++d) {
       const double wm = 0.5 * (wa[d] + wb[d]) + sd * z[d];

@@ -50,17 +50,6 @@ FS_HD void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
 #endif
 }
 
-// Math overloads that pick the float or the double function on host and device,
-// so the float path never silently promotes to double (and vice versa).
-FS_HD float fs_log(float x) { return ::logf(x); }
-FS_HD double fs_log(double x) { return ::log(x); }
-FS_HD float fs_sqrt(float x) { return ::sqrtf(x); }
-FS_HD double fs_sqrt(double x) { return ::sqrt(x); }
-FS_HD float fs_cos(float x) { return ::cosf(x); }
-FS_HD double fs_cos(double x) { return ::cos(x); }
-FS_HD float fs_sin(float x) { return ::sinf(x); }
-FS_HD double fs_sin(double x) { return ::sin(x); }
-
 // 24-bit uniforms: every 24-bit integer times 2^-24 is exact in float32 (and in
 // float64), so all backends, whatever their precision, start Box-Muller from
 // bit-identical uniforms; only the transcendental functions round differently.
@@ -110,31 +99,28 @@ FS_HD void philox_block(uint64_t seed, uint32_t sample, uint32_t step, uint32_t 
   philox4x32_10(ctr, key, out);
 }
 
-// Four standard normals from one block: Box-Muller on (x0, x1) -> (z0, z1) and
-// on (x2, x3) -> (z2, z3), computed in Real.
-template <class Real>
-FS_HD void box_muller4(const uint32_t x[4], Real z[4]) {
+// Four standard normals from one block, in double: Box-Muller on (x0, x1) -> (z0, z1) and on
+// (x2, x3) -> (z2, z3). (The samplers' float normals: normals.h.)
+FS_HD void box_muller4(const uint32_t x[4], double z[4]) {
   using namespace philox_detail;
-  const Real two_pi = static_cast<Real>(6.283185307179586476925286766559);
+  const double two_pi = 6.283185307179586476925286766559;
   for (int p = 0; p < 2; ++p) {
-    const Real r = fs_sqrt(static_cast<Real>(-2) * fs_log(u_open<Real>(x[2 * p])));
-    const Real th = two_pi * u_half<Real>(x[2 * p + 1]);
-    z[2 * p] = r * fs_cos(th);
-    z[2 * p + 1] = r * fs_sin(th);
+    const double r = ::sqrt(-2.0 * ::log(u_open<double>(x[2 * p])));
+    const double th = two_pi * u_half<double>(x[2 * p + 1]);
+    z[2 * p] = r * ::cos(th);
+    z[2 * p + 1] = r * ::sin(th);
   }
 }
 
 // Normal draws d = 0..dim-1 of (seed, sample, step, stream): draw d is lane
 // d % 4 of block d / 4. Lanes past dim in the last block are dropped, so the
 // draws for a smaller dim are a prefix of those for a larger one.
-template <class Real>
-FS_HD void draw_normals(uint64_t seed, uint32_t sample, uint32_t step, uint32_t stream,
-                        int dim, Real* z) {
+FS_HD void draw_normals(uint64_t seed, uint32_t sample, uint32_t step, uint32_t stream, int dim, double* z) {
   for (int d0 = 0; d0 < dim; d0 += 4) {
     uint32_t x[4];
-    Real zb[4];
+    double zb[4];
     philox_block(seed, sample, step, static_cast<uint32_t>(d0 / 4), stream, x);
-    box_muller4<Real>(x, zb);
+    box_muller4(x, zb);
     const int n = dim - d0 < 4 ? dim - d0 : 4;
     for (int l = 0; l < n; ++l) z[d0 + l] = zb[l];
   }

@@ -10,7 +10,7 @@
 
 #include "common.h"
 #include "net.h"
-#include "philox.h"
+#include "normals.h"
 #include "program.h"
 
 namespace fastscore {
@@ -32,16 +32,13 @@ struct LoneNet {
   }
 };
 
-// The noise: the sample's normals, Box–Muller in double as a tile's lane has them (dim <= MaxDim).
-template <int MaxDim>
+// The noise: the sample's normals in float (normals.h), as a tile's lane has them.
 struct LoneDraws {
   uint64_t seed;
   uint32_t index;
   int dim;
   FS_HD void operator()(uint32_t step, uint32_t stream, float* z) const {
-    double buf[MaxDim];
-    draw_normals<double>(seed, index, step, stream, dim, buf);
-    for (int d = 0; d < dim; ++d) z[d] = (float)buf[d];
+    draw_normals_float(seed, index, step, stream, dim, z);
   }
 };
 
