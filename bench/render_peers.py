@@ -43,14 +43,23 @@ def slower(c: dict | None, base: dict | None, key=per_eval) -> str:
     return f"{r:.1f}x slower" if r >= 1.05 else f"{1 / r:.1f}x faster" if r <= 0.95 else "a tie"
 
 
+def heading(title: str, columns: list[str], left: tuple[int, ...] = ()) -> list[str]:
+    """A section title and a table head: the columns numbered in `left` left-aligned, the rest right."""
+    return [f"## {title}", "", "| " + " | ".join(columns) + " |",
+            "|" + "|".join("---" if i in left else "---:" for i in range(len(columns))) + "|"]
+
+
+def fused(c: dict | None, peak: float) -> str:
+    """a fastscore cell: median, GFLOP/s and % of the peak"""
+    return "–" if c is None else f"{fmt_time(c['median'])}, {c['gflops']:.0f} GFLOP/s ({100 * c['gflops'] / peak:.0f}% of peak)"
+
+
 def em_table(em: dict, peak: float) -> list[str]:
-    ns = sorted({n for _, n in em})
-    lines = ["## Reverse-SDE Euler–Maruyama (seed 002's network, 5 x 64 ReLU)", "",
-             "| batch | steps | fastscore `em` | eager loop | `torch.compile`d loop | torchsde euler |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for n in ns:
+    lines = heading("Reverse-SDE Euler–Maruyama (seed 002's network, 5 x 64 ReLU)",
+                    ["batch", "steps", "fastscore `em`", "eager loop", "`torch.compile`d loop", "torchsde euler"])
+    for n in sorted({n for _, n in em}):
         base = em.get(("fastscore", n))
-        head = "–" if base is None else f"{fmt_time(base['median'])}, {base['gflops']:.0f} GFLOP/s ({100 * base['gflops'] / peak:.0f}% of peak)"
+        head = fused(base, peak)
         cells = [slower(em.get((t, n)), base) for t in EM_TOOLS[1:]]
         steps = base["steps"] if base else "?"
         lines.append(f"| {n:,} | {steps} | {head} | " + " | ".join(cells) + " |")
@@ -60,16 +69,12 @@ def em_table(em: dict, peak: float) -> list[str]:
 
 
 def flow_table(flow: dict, peak: float) -> list[str]:
-    ns = sorted({n for _, n in flow})
-    lines = ["## Probability-flow ODE (same network)", "",
-             "| batch | fastscore `ode_heun` | torchdiffeq heun2 | fastscore `ode_rk45` (NFE/sample) "
-             "| torchdiffeq dopri5 (NFE/sample) | torchode Dopri5 (NFE/sample) |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for n in ns:
+    lines = heading("Probability-flow ODE (same network)",
+                    ["batch", "fastscore `ode_heun`", "torchdiffeq heun2", "fastscore `ode_rk45` (NFE/sample)",
+                     "torchdiffeq dopri5 (NFE/sample)", "torchode Dopri5 (NFE/sample)"])
+    for n in sorted({n for _, n in flow}):
         heun = flow.get(("fastscore heun", n))
-        cells = ["–" if heun is None else
-                 f"{fmt_time(heun['median'])}, {heun['gflops']:.0f} GFLOP/s ({100 * heun['gflops'] / peak:.0f}%)",
-                 slower(flow.get(("torchdiffeq heun2", n)), heun)]
+        cells = [fused(heun, peak), slower(flow.get(("torchdiffeq heun2", n)), heun)]
         rk = flow.get(("fastscore rk45", n))
         nfe = lambda c: "" if c is None else f" ({c['evals'] / c['n']:.0f})"  # noqa: E731
         cells.append("–" if rk is None else f"{fmt_time(rk['median'])}{nfe(rk)}")
@@ -84,11 +89,10 @@ def flow_table(flow: dict, peak: float) -> list[str]:
 
 
 def likelihood_table(lp: dict) -> list[str]:
-    sizes = sorted({n for _, n in lp})
-    lines = ["## Exact log-likelihood at matched accuracy (5 x 64 SiLU network trained on the ring)", "",
-             "| points | target worst error (nats) | tool | rtol = atol | worst error | median | vs fastscore |",
-             "|---:|---:|---|---:|---:|---:|---:|"]
-    for n in sizes:
+    lines = heading("Exact log-likelihood at matched accuracy (5 x 64 SiLU network trained on the ring)",
+                    ["points", "target worst error (nats)", "tool", "rtol = atol", "worst error", "median",
+                     "vs fastscore"], left=(2,))
+    for n in sorted({n for _, n in lp}):
         base = lp.get(("fastscore", n))
         for tool in LIKELIHOOD_TOOLS:
             c = lp.get((tool, n))

@@ -20,6 +20,8 @@ indexing, time-grid or random-stream bug produces.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -41,16 +43,23 @@ def gamma(n: int) -> float:
 def first_layer_input(model: ScoreMLP, t: float, n: int, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(c [n, width], its rounding bound [n, width]): the first layer's part that does not
     depend on x, as the kernels form it. The time part b + W_t phi(t) is rounded once (the
-    time phase's export); a condition's part W_c cond is rounded once (the cond phase's
+    time phase's export; Fourier features see 2 pi as the program's float32 parameter); a
+    condition's part W_c cond is rounded once (the cond phase's
     export) and added in float32."""
     tc = torch.full((n, 1), float(t), dtype=torch.float64)
     first = model.layers[0]
     dim, E = model.dim, model.embed_dim
-    c = first.bias + model.embed(tc) @ first.weight[:, dim:dim + E].T
+    W_t = first.weight[:, dim:dim + E]
+    c = first.bias + model.embed(tc) @ W_t.T
+    c_err = U * c.abs()
+    if model.freqs is not None:  # the program holds 2 pi as a float32 parameter: each feature's
+        # argument 2 pi w t is off by up to u |2 pi w t| (sin and cos are 1-Lipschitz)
+        arg = (U * (2 * math.pi * float(t) * model.freqs.double()).abs()).repeat(2)
+        c_err = c_err + (arg @ W_t.abs().T).expand_as(c)
     if not model.cond_dim:
-        return c, U * c.abs()
+        return c, c_err
     cc = cond.double() @ first.weight[:, dim + E:].T
-    return c + cc, U * (c.abs() + cc.abs() + (c + cc).abs())
+    return c + cc, c_err + U * (cc.abs() + (c + cc).abs())
 
 
 def call(model, x, t, cond=None):

@@ -76,8 +76,8 @@ struct LaneMath<cpu::Lanes> {
   static V to_float(Int i) { return __builtin_convertvector(i, V); }
   static Int to_int(V x) { return __builtin_convertvector(x, Int); }
   static V sqrt(V x) {  // correctly rounded, as sqrtf
-#if defined(__AVX512F__)
-    return (V)_mm512_sqrt_ps((__m512)x);
+#if defined(__AVX512F__)  // maskz: _mm512_sqrt_ps's undefined pass-through trips GCC 12's -Wmaybe-uninitialized
+    return (V)_mm512_maskz_sqrt_ps((__mmask16)0xffff, (__m512)x);
 #elif defined(__AVX__)
     return (V)_mm256_sqrt_ps((__m256)x);
 #else
