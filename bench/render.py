@@ -51,7 +51,8 @@ def load(path: Path) -> tuple[dict, list[dict]]:
 
 def log_prob_table(data: dict) -> list[str]:
     """Markdown table of the likelihood suite (bench/test_bench_log_prob.py), if it ran."""
-    rows = [b for b in data["benchmarks"] if b["extra_info"].get("suite") == "log_prob"]
+    rows = [b for b in data["benchmarks"] if b["extra_info"].get("suite") == "log_prob"
+            and b["extra_info"].get("kind") != "rate"]
     if not rows:
         return []
     base = next((b["stats"]["median"] for b in rows if b["extra_info"]["backend"] == "seed000"), None)
@@ -96,6 +97,22 @@ def overhead_table(data: dict) -> list[str]:
               "bound = FLOPs / the matrix-vector rate for a call of fewer than half a tile (run one sample at a "
               "time: every multiply-add loads its own weight), else the arithmetic; kernel = "
               "`_core.PreparedSampler.run` alone; Python overhead = Sampler - kernel."]
+    return lines
+
+
+def log_prob_rate_table(data: dict) -> list[str]:
+    """Markdown table of the likelihood kernel's share of the FMA peak (test_log_prob_rate), if it ran."""
+    rows = [b for b in data["benchmarks"] if b["extra_info"].get("kind") == "rate"]
+    if not rows:
+        return []
+    peak = rows[0]["extra_info"]["peak_gflops"]
+    lines = ["", f"## Likelihood kernel rate (cpu, 4,096 points, 5 x 64 SiLU), FMA peak {peak:.0f} GFLOP/s", "",
+             "| method | dim | median | mean nfe | GFLOP/s | % of peak |", "|---|---:|---:|---:|---:|---:|"]
+    for b in sorted(rows, key=lambda b: (b["extra_info"]["method"], b["extra_info"]["dim"])):
+        e = b["extra_info"]
+        lines.append(f"| {e['method']} | {e['dim']} | {fmt_time(b['stats']['median'])} | {e['mean_nfe']:.0f} "
+                     f"| {e['gflops']:.0f} | {e['pct_peak']:.0f}% |")
+    lines += ["", "GFLOP/s = evaluations x (1 + dim) passes x the network's FLOPs / median round."]
     return lines
 
 
@@ -249,7 +266,7 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or args.json.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     md, png = out_dir / f"{args.json.stem}.md", out_dir / f"{args.json.stem}.png"
-    others = log_prob_table(data) + overhead_table(data)
+    others = log_prob_table(data) + log_prob_rate_table(data) + overhead_table(data)
     if not rows:
         if not others:
             raise SystemExit(f"{args.json}: no benchmarks of a known suite")

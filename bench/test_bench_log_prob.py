@@ -1,4 +1,5 @@
-"""Log-likelihood of 200 points: seed 000's way against the fused kernels.
+"""Log-likelihood: seed 000's way against the fused kernels (200 points), and the kernels'
+rate as a share of the FMA peak (test_log_prob_rate).
 
   seed000  scipy RK45 on the whole batch as one system, divergence by autograd: the
            reference backend's `rk45` (fastscore/backends/reference.py), float32 model,
@@ -60,3 +61,25 @@ def test_log_prob(benchmark, record_log_prob, problem, backend):
     benchmark.pedantic(lambda: run(backend, model, x, tol), rounds=5, iterations=1, warmup_rounds=1)
     record_log_prob(backend=backend, n=N_POINTS, tol=tol, max_abs_err=err.max().item(),
                     mean_abs_err=err.mean().item(), mean_nfe=info["nfe"].double().mean().item())
+
+
+RATE_POINTS = 4096
+RATE_CASES = [(method, dim) for method in ("heun", "rk45") for dim in (2, 4, 8)]
+
+
+@pytest.mark.parametrize(("method", "dim"), RATE_CASES, ids=[f"{m}-dim{d}" for m, d in RATE_CASES])
+def test_log_prob_rate(benchmark, record_log_prob, fma_peak, method, dim):
+    """GFLOP/s of the cpu likelihood kernel on 4,096 points (5 x 64 SiLU, untrained weights fixed
+    per dim): network evaluations x (1 + dim) passes (the value and one tangent per dimension)
+    x the network's FLOPs, over the median round; heun with 20 steps, rk45 at its defaults."""
+    torch.manual_seed(100 + dim)
+    model = fs.ScoreMLP(dim, 64, 5, "silu").eval()
+    x = torch.randn(RATE_POINTS, dim)
+    call = lambda: fs.log_prob(model, SDE, x, method, steps=20, backend="cpu", return_info=True)  # noqa: E731
+    _, info = call()
+    benchmark.group = "log_prob-rate"
+    benchmark.pedantic(call, rounds=5, iterations=1, warmup_rounds=1)
+    flops = float(info["nfe"].double().sum()) * (1 + dim) * model.flops_per_eval()
+    gflops = flops / benchmark.stats.stats.median / 1e9
+    record_log_prob(kind="rate", method=method, dim=dim, n=RATE_POINTS, gflops=gflops, peak_gflops=fma_peak,
+                    pct_peak=100 * gflops / fma_peak, mean_nfe=info["nfe"].double().mean().item())
