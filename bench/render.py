@@ -49,6 +49,12 @@ def load(path: Path) -> tuple[dict, list[dict]]:
     return data, rows
 
 
+def heading(title: str, columns: list[str], left: tuple[int, ...] = ()) -> list[str]:
+    """A section title and a table head: the columns numbered in `left` left-aligned, the rest right."""
+    return [f"## {title}", "", "| " + " | ".join(columns) + " |",
+            "|" + "|".join("---" if i in left else "---:" for i in range(len(columns))) + "|"]
+
+
 def log_prob_table(data: dict) -> list[str]:
     """Markdown table of the likelihood suite (bench/test_bench_log_prob.py), if it ran."""
     rows = [b for b in data["benchmarks"] if b["extra_info"].get("suite") == "log_prob"
@@ -56,10 +62,9 @@ def log_prob_table(data: dict) -> list[str]:
     if not rows:
         return []
     base = next((b["stats"]["median"] for b in rows if b["extra_info"]["backend"] == "seed000"), None)
-    lines = ["", "## Log-likelihood of 200 points, rk45 at equal or better accuracy", "",
-             "| backend | points | rtol = atol | median | speed-up vs seed 000 | max abs error (nats) | mean abs error "
-             "| mean nfe |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [""] + heading("Log-likelihood of 200 points, rk45 at equal or better accuracy",
+                           ["backend", "points", "rtol = atol", "median", "speed-up vs seed 000",
+                            "max abs error (nats)", "mean abs error", "mean nfe"], left=(0,))
     for b in rows:
         e, med = b["extra_info"], b["stats"]["median"]
         lines.append(f"| {e['backend']} | {e['n']} | {e['tol']:.0e} | {fmt_time(med)} | {fmt_speedup(base / med if base else None)} "
@@ -106,8 +111,8 @@ def log_prob_rate_table(data: dict) -> list[str]:
     if not rows:
         return []
     peak = rows[0]["extra_info"]["peak_gflops"]
-    lines = ["", f"## Likelihood kernel rate (cpu, 4,096 points, 5 x 64 SiLU), FMA peak {peak:.0f} GFLOP/s", "",
-             "| method | dim | median | mean nfe | GFLOP/s | % of peak |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [""] + heading(f"Likelihood kernel rate (cpu, 4,096 points, 5 x 64 SiLU), FMA peak {peak:.0f} GFLOP/s",
+                           ["method", "dim", "median", "mean nfe", "GFLOP/s", "% of peak"], left=(0,))
     for b in sorted(rows, key=lambda b: (b["extra_info"]["method"], b["extra_info"]["dim"])):
         e = b["extra_info"]
         lines.append(f"| {e['method']} | {e['dim']} | {fmt_time(b['stats']['median'])} | {e['mean_nfe']:.0f} "

@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from render import fmt_time, peak_line
+from render import fmt_time, heading, peak_line
 
 EM_TOOLS = ("fastscore", "eager", "torch.compile", "torchsde")
 FLOW_FIXED = ("fastscore heun", "torchdiffeq heun2")
@@ -41,12 +41,6 @@ def slower(c: dict | None, base: dict | None, key=per_eval) -> str:
         return "–"
     r = key(c) / key(base)
     return f"{r:.1f}x slower" if r >= 1.05 else f"{1 / r:.1f}x faster" if r <= 0.95 else "a tie"
-
-
-def heading(title: str, columns: list[str], left: tuple[int, ...] = ()) -> list[str]:
-    """A section title and a table head: the columns numbered in `left` left-aligned, the rest right."""
-    return [f"## {title}", "", "| " + " | ".join(columns) + " |",
-            "|" + "|".join("---" if i in left else "---:" for i in range(len(columns))) + "|"]
 
 
 def fused(c: dict | None, peak: float) -> str:
