@@ -1,8 +1,9 @@
 // Exact-trace log-likelihoods on the CPU: a tile of samples integrates the augmented
 // probability-flow ODE (fastscore/likelihood.h) in SIMD lanes while OpenMP spreads tiles
-// over cores.
+// over cores (rk45: each thread's tile of lanes, refilled point by point).
 #include <omp.h>
 
+#include <atomic>
 #include <vector>
 
 #include "fastscore/likelihood.h"
@@ -53,10 +54,59 @@ void score_trace(const Net& packed, size_t n_params, const float* x, const doubl
   }
 }
 
+namespace {
+
+// rk45: every thread keeps a tile of lanes busy, a lane that is done taking the next point (the
+// points' shared counter), so no lane idles while a tile's slowest point finishes
+int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPlan& p, const float* x,
+                          const double* cond, int64_t n, double* logp, int64_t* nfe) {
+  const int D = net.L.dim, nt = p.hutchinson ? 1 : D;
+  std::atomic<int64_t> next{0};
+  int64_t failed = 0;
+#pragma omp parallel reduction(+ : failed)
+  {
+    LpWorkspace w(net.L, nt);
+    const OdeBuffers<Lanes> b = w.buffers();
+    if (!p.hutchinson) unit_directions(D, b.dirs);
+    int64_t point[kTile], lane_nfe[kTile];
+    // lane l <- the next point: x, delta = 0, its condition and probe; false when none is left
+    const auto load = [&](int l) {
+      const int64_t i = next.fetch_add(1);
+      if (i >= n) return false;
+      point[l] = i;
+      for (int d = 0; d < D; ++d) b.y[d][l] = x[i * D + d];
+      b.y[D][l] = 0.0f;
+      b.comp[0][l] = 0.0f;
+      if (net.L.cond_dim > 0)
+        import_cond_lane<kKMajor>(net, cond + i * net.L.cond_dim, w.arenas.ca.data(), w.arenas.a.data(), l);
+      if (p.hutchinson) {
+        float probe[kMaxDim];
+        draw_rademacher<float>(p.seed, (uint32_t)i, 0, D, probe);
+        for (int d = 0; d < D; ++d) b.dirs[d][l] = probe[d];
+      }
+      return true;
+    };
+    for (int c = 0; c <= D; ++c) b.y[c] = Lanes{};
+    int count = 0;
+    while (count < kTile && load(count)) ++count;
+    if (count > 0)
+      failed += adaptive_steps<kRows, kKMajor>(net, sde, p, nt, p.eps, sde.T, D + 1, count, b, lane_nfe, nullptr,
+                                               nullptr, [&](int l) {
+                                                 logp[point[l]] = lane_log_prob(sde, D, b, l);
+                                                 nfe[point[l]] = lane_nfe[l];
+                                                 return load(l);
+                                               });
+  }
+  return failed;
+}
+
+}  // namespace
+
 int64_t log_prob(const Net& packed, size_t n_params, const SdeParams& sde, const LogProbPlan& p, const float* x,
                  const double* cond, int64_t n, double* logp, int64_t* nfe) {
   const CpuNet staged(packed, n_params);
   const Net& net = staged.net;
+  if (p.adaptive) return log_prob_refilled(net, sde, p, x, cond, n, logp, nfe);
   const int D = net.L.dim, nt = p.hutchinson ? 1 : D;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
   int64_t failed = 0;

@@ -126,43 +126,76 @@ FS_HD void fixed_steps(const Net& net, const SdeParams& sde, const LogProbPlan& 
   for (int l = 0; l < NL; ++l) nfe[l] = (int64_t)p.steps * tab.stages;
 }
 
+// No refill: a lane that is done idles until the tile is (adaptive_steps' default).
+struct NoRefill {
+  FS_HD bool operator()(int) const { return false; }
+};
+
 // Per-lane embedded Runge–Kutta (ode.h: rk45 is Dormand–Prince) of the first C components of
 // w.y from t0 to t1 (either direction: the step is signed): C = dim + 1 for the likelihood
 // ([x, delta] from eps to T), C = dim for the probability-flow sampler (x from T to eps, no
-// trace: nt = 0). Lanes that reached t1 keep h = 0 and idle until every lane is done; lanes
-// >= count (padding) start done. nfe [lanes], and accepted / rejected attempts if not null.
-// A lane whose step underflows stops with y[C - 1] = NaN. Returns the number of lanes that
-// gave up (too many attempts).
-template <int J, bool KMajor, class V>
+// trace: nt = 0). Lanes >= count (padding) start done. nfe [lanes], and accepted / rejected
+// attempts if not null. A lane whose step underflows stops with y[C - 1] = NaN; one still
+// running after max_attempts gives up. Returns the number of lanes that gave up.
+// A lane that is done calls refill(l) once its results are final in w and nfe: refill may read
+// them and load the next problem into lane l (its y, delta = 0, its directions and condition;
+// true), after which the lane starts over from t0: its first derivative is evaluated in the
+// next attempt's stage slots (it idles through them, h = 0), so a refill costs no extra tile
+// evaluation. Without a refill (false: NoRefill) it keeps h = 0 and idles until every lane is done.
+template <int J, bool KMajor, class V, class Refill = NoRefill>
 FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt, double t0, double t1,
                          int C, int count, const OdeBuffers<V>& w, int64_t* nfe, int64_t* accepted = nullptr,
-                         int64_t* rejected = nullptr) {
+                         int64_t* rejected = nullptr, const Refill& refill = Refill{}) {
   const Tableau& DP = p.tab;
   const int S = DP.stages;  // the last stage is the derivative at the new point (FSAL)
   constexpr int NL = LaneAccess<V>::count;
   const int D = net.L.dim;
   const double span = ::fabs(t1 - t0), dir = t1 > t0 ? 1.0 : -1.0;
   double t[NL], h[NL], ts[NL];
-  bool done[NL];
+  bool done[NL], fresh[NL];
+  int64_t attempts[NL];
   int failed = 0;
-  for (int l = 0; l < NL; ++l) {
+  const auto start = [&](int l) {
     t[l] = t0;
     h[l] = dir * p.ctl.h0_fraction * span;
-    done[l] = l >= count;
+    attempts[l] = 0;
     nfe[l] = 1;
     if (accepted) accepted[l] = rejected[l] = 0;
+  };
+  // a refilled lane: it starts over with a zero first stage (its previous problem's last
+  // derivative, possibly not finite, must not reach its idle stage inputs y + 0 * sum)
+  const auto restart = [&](int l) {
+    start(l);
+    done[l] = false;
+    fresh[l] = true;
+    for (int c = 0; c < C; ++c) LaneAccess<V>::set(w.stage(0, D)[c], l, 0.0f);
+  };
+  for (int l = 0; l < NL; ++l) {
+    start(l);
+    done[l] = l >= count;
+    fresh[l] = false;
   }
   velocity<J, KMajor>(net, sde, nt, t, w.y, w.stage(0, D), w);
-  for (int64_t attempt = 0; lanes_running<NL>(done, attempt, p.ctl.max_attempts, failed); ++attempt) {
+  for (;;) {
+    bool running = false;
+    for (int l = 0; l < NL; ++l) {
+      if (!done[l] && !fresh[l] && attempts[l]++ >= p.ctl.max_attempts) {  // gives up
+        done[l] = true;
+        ++failed;
+        if (refill(l)) restart(l);
+      }
+      running = running || !done[l];
+    }
+    if (!running) break;
     V hv{};
-    for (int l = 0; l < NL; ++l) LaneAccess<V>::set(hv, l, done[l] ? 0.0f : (float)h[l]);
+    for (int l = 0; l < NL; ++l) LaneAccess<V>::set(hv, l, done[l] || fresh[l] ? 0.0f : (float)h[l]);
     for (int i = 1; i < S - 1; ++i) {
       for (int c = 0; c < C; ++c) {
         V acc{};
         for (int j = 0; j < i; ++j) acc += (float)DP.a[i][j] * w.stage(j, D)[c];
         w.y1[c] = w.y[c] + hv * acc;
       }
-      for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + DP.c[i] * h[l];
+      for (int l = 0; l < NL; ++l) ts[l] = done[l] || fresh[l] ? t[l] : t[l] + DP.c[i] * h[l];
       velocity<J, KMajor>(net, sde, nt, ts, w.y1, w.stage(i, D), w);
     }
     V incr_delta{};
@@ -172,7 +205,7 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
       if (c == D) incr_delta = hv * acc;
       w.y5[c] = w.y[c] + hv * acc;
     }
-    for (int l = 0; l < NL; ++l) ts[l] = done[l] ? t[l] : t[l] + h[l];
+    for (int l = 0; l < NL; ++l) ts[l] = done[l] || fresh[l] ? t[l] : t[l] + h[l];
     velocity<J, KMajor>(net, sde, nt, ts, w.y5, w.stage(S - 1, D), w);
     // error norm and control, lane by lane
     V err_sq{};
@@ -187,14 +220,21 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
         LaneAccess<V>::set(err_sq, l, LaneAccess<V>::get(err_sq, l) + (float)(r * r));
       }
     }
-    V accept_mask{};
+    V accept_mask{}, fsal_mask{};  // fresh lanes: their last stage is the derivative at their start
+    bool finished[NL];
     for (int l = 0; l < NL; ++l) {
-      if (done[l]) continue;
+      finished[l] = false;
+      if (fresh[l]) LaneAccess<V>::set(fsal_mask, l, 1.0f);
+      if (done[l] || fresh[l]) continue;
       nfe[l] += S - 1;
       const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
       bool underflow;
       const bool ok = control_lane(p.ctl, err, t1, span, t[l], h[l], done[l], underflow);
-      if (ok) LaneAccess<V>::set(accept_mask, l, 1.0f);
+      finished[l] = done[l];
+      if (ok) {
+        LaneAccess<V>::set(accept_mask, l, 1.0f);
+        LaneAccess<V>::set(fsal_mask, l, 1.0f);
+      }
       if (accepted) (ok ? accepted : rejected)[l] += 1;
       // step-size underflow: the velocity is not finite at any step; poison the lane
       if (underflow) LaneAccess<V>::set(w.y[C - 1], l, NAN);
@@ -205,7 +245,11 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
         w.y[c] = accept_mask > 0.0f ? w.y5[c] : w.y[c];
       else
         add_compensated(w.y[D], w.comp[0], accept_mask * incr_delta);
-      w.stage(0, D)[c] = accept_mask > 0.0f ? w.stage(S - 1, D)[c] : w.stage(0, D)[c];
+      w.stage(0, D)[c] = fsal_mask > 0.0f ? w.stage(S - 1, D)[c] : w.stage(0, D)[c];
+    }
+    for (int l = 0; l < NL; ++l) {
+      fresh[l] = false;
+      if (finished[l] && refill(l)) restart(l);
     }
   }
   return failed;
