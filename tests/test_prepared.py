@@ -108,6 +108,31 @@ def test_one_call_forms_prepare_once_per_request_and_weights(monkeypatch):
     assert torch.equal(fs.log_prob(model, sde, x, "heun", 8), fs.LogProb(model, sde, "heun", 8)(x))
 
 
+@pytest.mark.skipif(not NATIVE_BACKENDS, reason="no compiled backend: nothing is cached")
+def test_the_weights_key_walks_past_empty_submodule_slots():
+    """An imported module with a None submodule slot (register_module(name, None), as torch
+    allows) is cached and repacked like any other: the key sees its weights change."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = torch.nn.Linear(3, 16), torch.nn.Linear(16, 2)
+            self.register_module("unused", None)
+
+        def forward(self, x, t):
+            return self.l2(torch.tanh(self.l1(torch.cat([x, t], -1))))
+
+    torch.manual_seed(fresh_seed())
+    model, sde = fs.from_torch(Net(), 2, time_shape="column"), fs.VPSDE()
+    backend = NATIVE_BACKENDS[0]
+    first = fs.sample(model, sde, 4, "em", 5, backend=backend, seed=1)
+    assert torch.equal(fs.sample(model, sde, 4, "em", 5, backend=backend, seed=1), first)
+    assert len(prepared._table[model]) == 1
+    with torch.no_grad():
+        model.net.l2.bias += 1.0
+    assert not torch.equal(fs.sample(model, sde, 4, "em", 5, backend=backend, seed=1), first)
+
+
 def test_entries_go_with_their_model():
     model = _model(3)
     fs.sample(model, fs.VPSDE(), 2, "em", 5)

@@ -191,7 +191,7 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
     while stack:
         m = stack.pop()
         out += [t for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
-        stack += m._modules.values()
+        stack += [sub for sub in m._modules.values() if sub is not None]  # as named_modules(), a None slot is skipped
     return out
 
 
