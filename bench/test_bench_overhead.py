@@ -80,7 +80,7 @@ def test_call_overhead(benchmark, model, thread_peak, matvec_rate, machine, n, s
     threads = min(math.ceil(n / _core.build_info()["tile"]), _core.build_info()["openmp_threads"])
     flops = n * steps * model.flops_per_eval()
     arithmetic = flops / (thread_peak * threads * 1e9)
-    lone = n < _core.build_info()["tile"] // 2
+    lone = n < _core.build_info()["lone_below"]
     bound = flops / (matvec_rate * 1e9) if lone else arithmetic
     benchmark.extra_info.update(suite="overhead", way=way, n=n, steps=steps, flops=flops, threads=threads,
                                 thread_peak_gflops=thread_peak, matvec_gflops=matvec_rate, arithmetic_s=arithmetic,

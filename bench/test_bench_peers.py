@@ -107,14 +107,14 @@ def test_flow(benchmark, relu_net, machine, fma_peak, tool, n):
     steps = steps_for(n) // 2
     run, evals = flow_runner(tool, relu_net, n, steps)
     if evals is None:  # adaptive: count the evaluations of one call
-        evals = count_evals(tool, relu_net, run, n)
+        evals = count_evals(tool, relu_net, run)
     out = benchmark.pedantic(run, rounds=rounds_for(n), iterations=1, warmup_rounds=1)
     x = out[0] if isinstance(out, tuple) else out
     assert x.shape == (n, 2) and torch.isfinite(x).all()
     note_case(benchmark, machine, fma_peak, relu_net, task="flow", tool=tool, n=n, steps=steps, evals=evals)
 
 
-def count_evals(tool: str, model, run, n: int) -> float:
+def count_evals(tool: str, model, run) -> float:
     """Network evaluations of one call, summed over its samples (a batch evaluation of m samples
     counts m): fastscore and torchode report them per sample; torchdiffeq's are counted."""
     if tool == "fastscore rk45":

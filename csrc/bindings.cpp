@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/lone_rows.h"
 #include "cpu/simd.h"
 #include "cuda/api.h"
 #include "cuda/thread_body.h"
@@ -404,6 +405,7 @@ PYBIND11_MODULE(_core, mod) {
     d["openmp_threads"] = cpu::max_threads();
     d["isa"] = cpu::kIsa;
     d["tile"] = cpu::kTile;
+    d["lone_below"] = cpu::kLoneBelow;
     d["vector_registers"] = cpu::kVectorRegisters;
     d["fma_width"] = cpu::kFmaWidth;
     const auto counts = cpu::fma_chain_counts();

@@ -15,9 +15,6 @@
 namespace fastscore {
 namespace cpu {
 
-// The CPU kernels' copy of a network, made once per call (or once per prepared sampler):
-// every dense row's weights k-major (net.h weight_index), so a dense step's broadcasts share
-// one base pointer. Its rows stay the packed network's: they must outlive it.
 // n floats that start on a cache line: a lone sample's vector loads of a weight row
 // (lone_rows.h) then never straddle two lines where the rows' offsets are multiples of 16 floats
 class LineAligned {
@@ -30,6 +27,9 @@ class LineAligned {
   std::vector<float> buf_;
 };
 
+// The CPU kernels' copy of a network, made once per call (or once per prepared sampler):
+// every dense row's weights k-major (net.h weight_index), so a dense step's broadcasts share
+// one base pointer. Its rows stay the packed network's: they must outlive it.
 struct CpuNet {
   CpuNet(const Net& packed, size_t n_params) : buf(n_params) {
     to_k_major(packed.L, packed.ops, packed.params, buf.data(), n_params);

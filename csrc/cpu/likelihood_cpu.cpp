@@ -79,11 +79,7 @@ int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPla
       b.comp[0][l] = 0.0f;
       if (net.L.cond_dim > 0)
         import_cond_lane<kKMajor>(net, cond + i * net.L.cond_dim, w.arenas.ca.data(), w.arenas.a.data(), l);
-      if (p.hutchinson) {
-        float probe[kMaxDim];
-        draw_rademacher<float>(p.seed, (uint32_t)i, 0, D, probe);
-        for (int d = 0; d < D; ++d) b.dirs[d][l] = probe[d];
-      }
+      if (p.hutchinson) rademacher_lane(p.seed, i, D, b.dirs, l);
       return true;
     };
     for (int c = 0; c <= D; ++c) b.y[c] = Lanes{};

@@ -13,6 +13,11 @@
 namespace fastscore {
 namespace cpu {
 
+// Calls of fewer samples than this run them one by one (sample_cpu.cpp): a tile of kTile lanes
+// would compute its empty lanes too (measured at width 64 on AVX-512: 7 lone samples cost
+// about what one tile does)
+constexpr int kLoneBelow = kTile / 2;
+
 // accumulators of one pass over the inputs: 64 outputs, in 4 of AVX-512's 32 registers or 8
 // of AVX2's 16 (the weight and the broadcast input take two more)
 constexpr int kLoneVectors = kTile >= 8 ? 64 / kTile : 8;

@@ -52,10 +52,6 @@ struct Registers {
   V* reg[kMaxRegisters] = {};
 };
 
-// Fewer samples than this run one by one: a tile of kTile lanes would compute its empty
-// lanes too, and a lone sample's matrix-vector rows use the vectors about as well as a full tile.
-constexpr int kLoneBelow = kTile / 2;
-
 // Samples one at a time on the calling thread (n < kLoneBelow: a control loop's calls): the
 // tile's trajectory with lane type float, bit for bit the same samples.
 void sample_lone(const Net& net, const SamplePlan& p, const double* cond, int64_t n, float* out) {

@@ -64,13 +64,16 @@ inline void fill_normals(uint64_t seed, int64_t index0, uint32_t step, uint32_t 
   }, z);
 }
 
-// v [dim] lanes <- Rademacher probes of samples index0 + lane (stream kStreamProbe, step 0)
-inline void fill_rademacher(uint64_t seed, int64_t index0, int dim, Lanes* v) {
+// lane l of v [dim] <- the Rademacher probe of sample `index` (stream kStreamProbe, step 0)
+inline void rademacher_lane(uint64_t seed, int64_t index, int dim, Lanes* v, int l) {
   float buf[kMaxDim];
-  for (int l = 0; l < kTile; ++l) {
-    draw_rademacher<float>(seed, (uint32_t)(index0 + l), 0, dim, buf);
-    for (int d = 0; d < dim; ++d) v[d][l] = buf[d];
-  }
+  draw_rademacher<float>(seed, (uint32_t)index, 0, dim, buf);
+  for (int d = 0; d < dim; ++d) v[d][l] = buf[d];
+}
+
+// v [dim] lanes <- the Rademacher probes of samples index0 + lane
+inline void fill_rademacher(uint64_t seed, int64_t index0, int dim, Lanes* v) {
+  for (int l = 0; l < kTile; ++l) rademacher_lane(seed, index0 + l, dim, v, l);
 }
 
 }  // namespace cpu

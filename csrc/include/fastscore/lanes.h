@@ -85,6 +85,10 @@ FS_HD V splat(float c) {
   return V{} + c;
 }
 
+// ln 2 = kLn2Hi + kLn2Lo (Cody–Waite): kLn2Hi has 9 significant bits, so n kLn2Hi is exact
+// for the exponents n that exp_lanes and normals.h's log_uniform meet
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+
 // 2^n for integral n in [-126, 127]: its exponent field
 template <class V>
 FS_HD V pow2i(V n) {
@@ -106,8 +110,8 @@ FS_HD V exp_lanes(V x) {
   x = x < -104.0f ? splat<V>(-104.0f) : x;
   x = x > 89.0f ? splat<V>(89.0f) : x;
   const V n = M::fma(x, splat<V>(1.44269504088896341f), splat<V>(magic)) - magic;
-  V r = M::fma(n, splat<V>(-0.693359375f), x);  // ln 2 in two parts: n ln2_hi is exact
-  r = M::fma(n, splat<V>(2.12194440e-4f), r);
+  V r = M::fma(n, splat<V>(-kLn2Hi), x);
+  r = M::fma(n, splat<V>(-kLn2Lo), r);
   V p = splat<V>(1.9875691500e-4f);
   p = M::fma(p, r, splat<V>(1.3981999507e-3f));
   p = M::fma(p, r, splat<V>(8.3334519073e-3f));

@@ -45,9 +45,9 @@ FS_HD V log_uniform(typename LaneMath<V>::Int ki) {
   p = M::fma(p, x, splat<V>(-2.4999993993e-1f));
   p = M::fma(p, x, splat<V>(3.3333331174e-1f));
   V y = (p * x) * z;
-  y = M::fma(e, splat<V>(-2.12194440e-4f), y);
+  y = M::fma(e, splat<V>(kLn2Lo), y);
   y = M::fma(z, splat<V>(-0.5f), y);
-  return M::fma(e, splat<V>(0.693359375f), x + y);
+  return M::fma(e, splat<V>(kLn2Hi), x + y);
 }
 
 // sin and cos of (2 pi / 2^24) j, 0 <= j <= 2^21 (an angle in [0, pi / 4])
