@@ -1,35 +1,142 @@
-// The CPU lane type: a tile of samples held in SIMD registers as one GCC vector.
+// The CPU lane type: a tile of samples held in SIMD registers (one or two of them).
 // kTile samples per tile; a hidden layer of width w keeps w such vectors (w * kTile
 // floats, 8 KiB at w = 64) plus the weights in L1/L2, so a tile runs its whole trajectory
 // in cache. kRows is the register blocking of net.h's dense(): kRows accumulators of
-// kTile lanes each must fit in the register file (AVX-512: 32 zmm, AVX2: 16 ymm).
+// kTile lanes each, and the input, must fit in the register file (AVX-512: 32 zmm, AVX2: 16 ymm).
 #pragma once
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "fastscore/lanes.h"
 
 namespace fastscore {
 namespace cpu {
 
-// One native register per lane value: GCC lowers wider vector types poorly (element-wise
-// splats through memory), so a tile is exactly one register of samples.
+// AVX-512: a tile is one zmm register of 16 samples, a GCC vector. Below it a tile is two
+// native registers (Pair): one register of samples per broadcast weight left dense() bound by
+// loads on AVX2 (13 loads per 12 FMAs; with two registers, 8), and a 64-byte GCC vector is
+// not the answer there, as GCC lowers it through memory.
 #if defined(__AVX512F__)
 constexpr int kTile = 16;
 constexpr int kRows = 16;  // 16 zmm accumulators of the 32
 constexpr const char* kIsa = "AVX-512";
 #elif defined(__AVX__)
-constexpr int kTile = 8;
-constexpr int kRows = 12;  // 12 ymm accumulators of the 16
+constexpr int kTile = 16;
+constexpr int kRows = 6;  // 6 pairs: 12 ymm accumulators of the 16
 constexpr const char* kIsa = "AVX2";
 #else
-constexpr int kTile = 4;
-constexpr int kRows = 12;
+constexpr int kTile = 8;
+constexpr int kRows = 6;
 constexpr const char* kIsa = "SSE2";
 #endif
 
-typedef float Lanes __attribute__((vector_size(kTile * sizeof(float))));
+// Two registers of the native vector type H that act as one lane value of 2 x |H| lanes: every
+// operator lane by lane, as the GCC vector it stands in for (so both give the same bits).
+template <class H>
+struct Pair {
+  H lo, hi;
+  static constexpr int kHalf = sizeof(H) / sizeof(H{}[0]);
+  auto& operator[](int l) { return l < kHalf ? lo[l] : hi[l - kHalf]; }
+  auto operator[](int l) const { return l < kHalf ? lo[l] : hi[l - kHalf]; }
+};
+
+// the operators of a GCC vector, for Pair with Pair and with scalars on either side
+#define FS_PAIR_BINARY(op)                                                                  \
+  template <class H>                                                                        \
+  inline auto operator op(Pair<H> a, Pair<H> b) -> Pair<decltype(a.lo op b.lo)> {           \
+    return {a.lo op b.lo, a.hi op b.hi};                                                    \
+  }                                                                                         \
+  template <class H, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>            \
+  inline auto operator op(Pair<H> a, S b) -> Pair<decltype(a.lo op b)> {                    \
+    return {a.lo op b, a.hi op b};                                                          \
+  }                                                                                         \
+  template <class H, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>            \
+  inline auto operator op(S a, Pair<H> b) -> Pair<decltype(a op b.lo)> {                    \
+    return {a op b.lo, a op b.hi};                                                          \
+  }
+FS_PAIR_BINARY(+) FS_PAIR_BINARY(-) FS_PAIR_BINARY(*) FS_PAIR_BINARY(/)
+FS_PAIR_BINARY(&) FS_PAIR_BINARY(|) FS_PAIR_BINARY(^) FS_PAIR_BINARY(<<) FS_PAIR_BINARY(>>)
+FS_PAIR_BINARY(<) FS_PAIR_BINARY(>) FS_PAIR_BINARY(<=) FS_PAIR_BINARY(>=) FS_PAIR_BINARY(==) FS_PAIR_BINARY(!=)
+#undef FS_PAIR_BINARY
+#define FS_PAIR_ASSIGN(op)                             \
+  template <class H, class B>                          \
+  inline Pair<H>& operator op##=(Pair<H>& a, B b) {    \
+    return a = a op b;                                 \
+  }
+FS_PAIR_ASSIGN(+) FS_PAIR_ASSIGN(-) FS_PAIR_ASSIGN(*) FS_PAIR_ASSIGN(/)
+#undef FS_PAIR_ASSIGN
+template <class H>
+inline Pair<H> operator-(Pair<H> a) {
+  return {-a.lo, -a.hi};
+}
+
+// Native: one register of floats; a lane value is one (AVX-512) or a Pair of them
+#if defined(__AVX512F__)
+typedef float Native __attribute__((vector_size(64)));
+typedef Native Lanes;
+#elif defined(__AVX__)
+typedef float Native __attribute__((vector_size(32)));
+typedef Pair<Native> Lanes;
+#else
+typedef float Native __attribute__((vector_size(16)));
+typedef Pair<Native> Lanes;
+#endif
+static_assert(sizeof(Lanes) == kTile * sizeof(float), "a tile is kTile floats");
+typedef int32_t NativeInt __attribute__((vector_size(sizeof(Native))));
+#if defined(__AVX512F__)
+typedef NativeInt LanesInt;  // the integer lanes of a lane value, as LaneMath<float>'s Int
+#else
+typedef Pair<NativeInt> LanesInt;
+#endif
+
+// f applied to each native register of the lane values a...
+template <class F, class... A>
+inline auto per_register(F f, A... a) {
+#if defined(__AVX512F__)
+  return f(a...);
+#else
+  return Pair<decltype(f(a.lo...))>{f(a.lo...), f(a.hi...)};
+#endif
+}
+
+// w x + acc rounded once, and the correctly rounded square root, of one register
+inline Native native_fma(Native w, Native x, Native acc) {
+#if defined(__AVX512F__)
+  return (Native)_mm512_fmadd_ps((__m512)w, (__m512)x, (__m512)acc);
+#elif defined(__FMA__)
+  return (Native)_mm256_fmadd_ps((__m256)w, (__m256)x, (__m256)acc);
+#else
+  for (int i = 0; i < (int)(sizeof(Native) / sizeof(float)); ++i) acc[i] = ::fmaf(w[i], x[i], acc[i]);
+  return acc;
+#endif
+}
+inline Native native_sqrt(Native x) {
+#if defined(__AVX512F__)  // maskz: _mm512_sqrt_ps's undefined pass-through trips GCC 12's -Wmaybe-uninitialized
+  return (Native)_mm512_maskz_sqrt_ps((__mmask16)0xffff, (__m512)x);
+#elif defined(__AVX__)
+  return (Native)_mm256_sqrt_ps((__m256)x);
+#else
+  return (Native)_mm_sqrt_ps((__m128)x);
+#endif
+}
+inline Native native_broadcast(float w) {  // not 0 + w, which turns -0 into +0
+#if defined(__AVX512F__)
+  return (Native)_mm512_set1_ps(w);
+#elif defined(__AVX__)
+  return (Native)_mm256_set1_ps(w);
+#else
+  return (Native)_mm_set1_ps(w);
+#endif
+}
+
+// where(m, a, b) lane by lane, for Pair (lanes.h's where is m ? a : b)
+template <class M, class H>
+inline Pair<H> where(Pair<M> m, Pair<H> a, Pair<H> b) {
+  return {m.lo ? a.lo : b.lo, m.hi ? a.hi : b.hi};
+}
 
 }  // namespace cpu
 
@@ -51,39 +158,18 @@ struct LaneAccess<cpu::Lanes> {
 template <>
 struct LaneMath<cpu::Lanes> {
   using V = cpu::Lanes;
-  static V fma(V w, V x, V acc) {
-#if defined(__AVX512F__)
-    return (V)_mm512_fmadd_ps((__m512)w, (__m512)x, (__m512)acc);
-#elif defined(__FMA__)
-    return (V)_mm256_fmadd_ps((__m256)w, (__m256)x, (__m256)acc);
-#else
-    for (int i = 0; i < cpu::kTile; ++i) acc[i] = ::fmaf(w[i], x[i], acc[i]);
-    return acc;
-#endif
+  using N = cpu::Native;
+  using Int = cpu::LanesInt;
+  static V fma(V w, V x, V acc) { return cpu::per_register(cpu::native_fma, w, x, acc); }
+  static V fma(float w, V x, V acc) {
+    const N b = cpu::native_broadcast(w);
+    return cpu::per_register([b](N x, N acc) { return cpu::native_fma(b, x, acc); }, x, acc);
   }
-  static V fma(float w, V x, V acc) {  // a broadcast, not splat's 0 + w (which must keep -0's sign)
-#if defined(__AVX512F__)
-    return fma((V)_mm512_set1_ps(w), x, acc);
-#elif defined(__AVX__)
-    return fma((V)_mm256_set1_ps(w), x, acc);
-#else
-    return fma((V)_mm_set1_ps(w), x, acc);
-#endif
-  }
-  typedef int32_t Int __attribute__((vector_size(sizeof(V))));  // integer lanes, as LaneMath<float>'s
-  static Int bits(V x) { return (Int)x; }
-  static V from_bits(Int b) { return (V)b; }
-  static V to_float(Int i) { return __builtin_convertvector(i, V); }
-  static Int to_int(V x) { return __builtin_convertvector(x, Int); }
-  static V sqrt(V x) {  // correctly rounded, as sqrtf
-#if defined(__AVX512F__)  // maskz: _mm512_sqrt_ps's undefined pass-through trips GCC 12's -Wmaybe-uninitialized
-    return (V)_mm512_maskz_sqrt_ps((__mmask16)0xffff, (__m512)x);
-#elif defined(__AVX__)
-    return (V)_mm256_sqrt_ps((__m256)x);
-#else
-    return (V)_mm_sqrt_ps((__m128)x);
-#endif
-  }
+  static Int bits(V x) { return cpu::per_register([](N x) { return (cpu::NativeInt)x; }, x); }
+  static V from_bits(Int b) { return cpu::per_register([](cpu::NativeInt b) { return (N)b; }, b); }
+  static V to_float(Int i) { return cpu::per_register([](cpu::NativeInt i) { return __builtin_convertvector(i, N); }, i); }
+  static Int to_int(V x) { return cpu::per_register([](N x) { return __builtin_convertvector(x, cpu::NativeInt); }, x); }
+  static V sqrt(V x) { return cpu::per_register(cpu::native_sqrt, x); }
   static V exp(V x) { return exp_lanes(x); }
   FS_LANEWISE(expm1, expm1f)
   FS_LANEWISE(log1p, log1pf)

@@ -147,8 +147,8 @@ FS_HD int ggf_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, 
       if (underflow) LaneAccess<V>::set(x[D - 1], l, NAN);
     }
     for (int d = 0; d < D; ++d) {
-      x[d] = accept_mask > 0.0f ? x2[d] : x[d];
-      prev[d] = accept_mask > 0.0f ? x1[d] : prev[d];
+      x[d] = where(accept_mask > 0.0f, x2[d], x[d]);
+      prev[d] = where(accept_mask > 0.0f, x1[d], prev[d]);
     }
   }
   return failed;

@@ -1,7 +1,7 @@
 // The lane type V that the per-sample math is written over.
-// On the GPU V = float (one trajectory per thread); on the CPU V is a GCC vector of
-// samples (a tile in SIMD lanes, csrc/cpu/simd.h). Both support +, -, *, / with float
-// scalars, comparisons and `cond ? a : b`; what differs (transcendentals, and the fused
+// On the GPU V = float (one trajectory per thread); on the CPU V is a tile of samples in
+// one or two SIMD registers (csrc/cpu/simd.h). Both support +, -, *, / with float scalars,
+// comparisons and where(cond, a, b) (not `?:`, which a struct cannot overload); what differs (transcendentals, and the fused
 // multiply-add of the dense rows) goes through LaneMath<V>, a class template so the CPU
 // specialisation can be declared after this header (plain overloads would not be found for
 // built-in vector types). LaneMath<V>::fma(w, x, acc) = w x + acc rounded once, written out:
@@ -85,6 +85,12 @@ FS_HD V splat(float c) {
   return V{} + c;
 }
 
+// m ? a : b lane by lane (a CPU lane type that is not a GCC vector brings its own overload)
+template <class M, class V>
+FS_HD V where(M m, V a, V b) {
+  return m ? a : b;
+}
+
 // ln 2 = kLn2Hi + kLn2Lo (Cody–Waite): kLn2Hi has 9 significant bits, so n kLn2Hi is exact
 // for the exponents n that exp_lanes and normals.h's log_uniform meet
 constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
@@ -107,8 +113,8 @@ template <class V>
 FS_HD V exp_lanes(V x) {
   using M = LaneMath<V>;
   const float magic = 12582912.0f;  // 1.5 x 2^23: (y + magic) - magic rounds y to an integer
-  x = x < -104.0f ? splat<V>(-104.0f) : x;
-  x = x > 89.0f ? splat<V>(89.0f) : x;
+  x = where(x < -104.0f, splat<V>(-104.0f), x);
+  x = where(x > 89.0f, splat<V>(89.0f), x);
   const V n = M::fma(x, splat<V>(1.44269504088896341f), splat<V>(magic)) - magic;
   V r = M::fma(n, splat<V>(-kLn2Hi), x);
   r = M::fma(n, splat<V>(-kLn2Lo), r);

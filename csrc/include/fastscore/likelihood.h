@@ -242,10 +242,10 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
     // accepted lanes move to y5 and reuse the last stage as the next first (FSAL)
     for (int c = 0; c < C; ++c) {
       if (c < D)
-        w.y[c] = accept_mask > 0.0f ? w.y5[c] : w.y[c];
+        w.y[c] = where(accept_mask > 0.0f, w.y5[c], w.y[c]);
       else
         add_compensated(w.y[D], w.comp[0], accept_mask * incr_delta);
-      w.stage(0, D)[c] = fsal_mask > 0.0f ? w.stage(S - 1, D)[c] : w.stage(0, D)[c];
+      w.stage(0, D)[c] = where(fsal_mask > 0.0f, w.stage(S - 1, D)[c], w.stage(0, D)[c]);
     }
     for (int l = 0; l < NL; ++l) {
       fresh[l] = false;

@@ -109,11 +109,11 @@ FS_HD V unary_fn(const float* p, V x, V* slope) {
   const V zero{}, one = zero + 1.0f;
   V f, d;
   if constexpr (Fn == kRelu) {
-    f = x > 0.0f ? x : zero;
-    d = x > 0.0f ? one : zero;
+    f = where(x > 0.0f, x, zero);
+    d = where(x > 0.0f, one, zero);
   } else if constexpr (Fn == kLeakyRelu) {
-    f = x > 0.0f ? x : p[0] * x;
-    d = x > 0.0f ? one : zero + p[0];
+    f = where(x > 0.0f, x, p[0] * x);
+    d = where(x > 0.0f, one, zero + p[0]);
   } else if constexpr (Fn == kSilu) {
     const V s = one / (one + M::exp(-x));
     f = x * s;
@@ -134,17 +134,17 @@ FS_HD V unary_fn(const float* p, V x, V* slope) {
     f = one / (one + M::exp(-x));
     d = f * (one - f);
   } else if constexpr (Fn == kElu) {
-    const V e = M::expm1(x < 0.0f ? x : zero);
-    f = x > 0.0f ? x : p[0] * e;
-    d = x > 0.0f ? one : p[0] * (e + one);
+    const V e = M::expm1(where(x < 0.0f, x, zero));
+    f = where(x > 0.0f, x, p[0] * e);
+    d = where(x > 0.0f, one, p[0] * (e + one));
   } else if constexpr (Fn == kSoftplus) {  // torch: x where beta x > threshold, else log1p(exp(beta x)) / beta
-    const V bx = p[0] * x, ab = bx < 0.0f ? -bx : bx;
-    const V sp = ((bx > 0.0f ? bx : zero) + M::log1p(M::exp(-ab))) / p[0];
-    f = bx > p[1] ? x : sp;
-    d = bx > p[1] ? one : one / (one + M::exp(-bx));
+    const V bx = p[0] * x, ab = where(bx < 0.0f, -bx, bx);
+    const V sp = (where(bx > 0.0f, bx, zero) + M::log1p(M::exp(-ab))) / p[0];
+    f = where(bx > p[1], x, sp);
+    d = where(bx > p[1], one, one / (one + M::exp(-bx)));
   } else if constexpr (Fn == kMish) {  // x tanh(softplus(x))
-    const V ax = x < 0.0f ? -x : x;
-    const V sp = (x > 0.0f ? x : zero) + M::log1p(M::exp(-ax));
+    const V ax = where(x < 0.0f, -x, x);
+    const V sp = where(x > 0.0f, x, zero) + M::log1p(M::exp(-ax));
     const V th = M::tanh(sp);
     f = x * th;
     d = th + x * (one - th * th) * (one / (one + M::exp(-x)));

@@ -31,8 +31,8 @@ FS_HD V log_uniform(typename LaneMath<V>::Int ki) {
   V e = M::to_float(((bits >> 23) & 0xff) - (127 + 24));
   V f = M::from_bits((bits & 0x7fffff) | 0x3f800000);  // in [1, 2)
   const auto big = f > 1.41421356237309505f;
-  f = big ? f * 0.5f : f;
-  e = big ? e + 1.0f : e;
+  f = where(big, f * 0.5f, f);
+  e = where(big, e + 1.0f, e);
   const V x = f - 1.0f;  // exact
   const V z = x * x;
   V p = splat<V>(7.0376836292e-2f);
@@ -74,11 +74,11 @@ FS_HD void box_muller_lanes(typename LaneMath<V>::Int w0, typename LaneMath<V>::
   const I q = (m >> 22) & 3, j = m & 0x3fffff;  // quadrant q, and phi = 2 pi j / 2^24 in it
   const auto upper = M::to_float(j) > 2097152.0f;  // phi > pi / 4: use pi / 2 - phi
   V s, c;
-  sincos_octant<V>(upper ? 4194304 - j : j, s, c);
-  const V cp = upper ? s : c, sp = upper ? c : s;  // cos phi, sin phi
+  sincos_octant<V>(where(upper, 4194304 - j, j), s, c);
+  const V cp = where(upper, s, c), sp = where(upper, c, s);  // cos phi, sin phi
   const V qf = M::to_float(q);
-  const V cq = qf == 0.0f ? cp : qf == 1.0f ? -sp : qf == 2.0f ? -cp : sp;
-  const V sq = qf == 0.0f ? sp : qf == 1.0f ? cp : qf == 2.0f ? -sp : -cp;
+  const V cq = where(qf == 0.0f, cp, where(qf == 1.0f, -sp, where(qf == 2.0f, -cp, sp)));
+  const V sq = where(qf == 0.0f, sp, where(qf == 1.0f, cp, where(qf == 2.0f, -sp, -cp)));
   z0 = r * cq;
   z1 = r * sq;
 }
