@@ -137,22 +137,26 @@ struct NoRefill {
 // trace: nt = 0). Lanes >= count (padding) start done. nfe [lanes], and accepted / rejected
 // attempts if not null. A lane whose step underflows stops with y[C - 1] = NaN; one still
 // running after max_attempts gives up. Returns the number of lanes that gave up.
+// Each lane keeps its own place in the tableau (stage[l]: 0 its first derivative, then 1 .. S - 1
+// the stages of an attempt, the last the derivative at the attempt's end point, FSAL), and each
+// evaluation of the tile takes every lane one stage on: lanes need not agree on where they are.
 // A lane that is done calls refill(l) once its results are final in w and nfe: refill may read
 // them and load the next problem into lane l (its y, delta = 0, its directions and condition;
-// true), after which the lane starts over from t0: its first derivative is evaluated in the
-// next attempt's stage slots (it idles through them, h = 0), so a refill costs no extra tile
-// evaluation. Without a refill (false: NoRefill) it keeps h = 0 and idles until every lane is done.
+// true), after which the lane starts over from t0 at the next evaluation, so no lane idles
+// while the others finish an attempt. Without a refill (false: NoRefill) it idles until every
+// lane is done.
 template <int J, bool KMajor, class V, class Refill = NoRefill>
 FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt, double t0, double t1,
                          int C, int count, const OdeBuffers<V>& w, int64_t* nfe, int64_t* accepted = nullptr,
                          int64_t* rejected = nullptr, const Refill& refill = Refill{}) {
   const Tableau& DP = p.tab;
-  const int S = DP.stages;  // the last stage is the derivative at the new point (FSAL)
+  const int S = DP.stages, last = S - 1;
   constexpr int NL = LaneAccess<V>::count;
   const int D = net.L.dim;
   const double span = ::fabs(t1 - t0), dir = t1 > t0 ? 1.0 : -1.0;
   double t[NL], h[NL], ts[NL];
-  bool done[NL], fresh[NL];
+  bool done[NL];
+  int stage[NL];
   int64_t attempts[NL];
   int failed = 0;
   const auto start = [&](int l) {
@@ -160,96 +164,93 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
     h[l] = dir * p.ctl.h0_fraction * span;
     attempts[l] = 0;
     nfe[l] = 1;
-    if (accepted) accepted[l] = rejected[l] = 0;
-  };
-  // a refilled lane: it starts over with a zero first stage (its previous problem's last
-  // derivative, possibly not finite, must not reach its idle stage inputs y + 0 * sum)
-  const auto restart = [&](int l) {
-    start(l);
+    stage[l] = 0;
     done[l] = false;
-    fresh[l] = true;
-    for (int c = 0; c < C; ++c) LaneAccess<V>::set(w.stage(0, D)[c], l, 0.0f);
+    if (accepted) accepted[l] = rejected[l] = 0;
   };
   for (int l = 0; l < NL; ++l) {
     start(l);
     done[l] = l >= count;
-    fresh[l] = false;
   }
-  velocity<J, KMajor>(net, sde, nt, t, w.y, w.stage(0, D), w);
   for (;;) {
     bool running = false;
     for (int l = 0; l < NL; ++l) {
-      if (!done[l] && !fresh[l] && attempts[l]++ >= p.ctl.max_attempts) {  // gives up
+      if (!done[l] && stage[l] == 1 && attempts[l]++ >= p.ctl.max_attempts) {  // gives up
         done[l] = true;
         ++failed;
-        if (refill(l)) restart(l);
+        if (refill(l)) start(l);
       }
       running = running || !done[l];
     }
     if (!running) break;
-    V hv{};
-    for (int l = 0; l < NL; ++l) LaneAccess<V>::set(hv, l, done[l] || fresh[l] ? 0.0f : (float)h[l]);
-    for (int i = 1; i < S - 1; ++i) {
-      for (int c = 0; c < C; ++c) {
-        V acc{};
-        for (int j = 0; j < i; ++j) acc += (float)DP.a[i][j] * w.stage(j, D)[c];
-        w.y1[c] = w.y[c] + hv * acc;
-      }
-      for (int l = 0; l < NL; ++l) ts[l] = done[l] || fresh[l] ? t[l] : t[l] + DP.c[i] * h[l];
-      velocity<J, KMajor>(net, sde, nt, ts, w.y1, w.stage(i, D), w);
+    // lane l evaluates at t + c_s h, y + h sum_{j < s} coef_j K_j (coef: row s of a, or b for
+    // the last stage); a lane that is done stays where it is (s = 0)
+    V sv{}, hv{}, coef[kMaxStages - 1]{};
+    for (int l = 0; l < NL; ++l) {
+      const int s = done[l] ? 0 : stage[l];
+      LaneAccess<V>::set(sv, l, (float)s);
+      LaneAccess<V>::set(hv, l, s == 0 ? 0.0f : (float)h[l]);
+      ts[l] = s == 0 ? t[l] : s == last ? t[l] + h[l] : t[l] + DP.c[s] * h[l];
+      for (int j = 0; j < s; ++j) LaneAccess<V>::set(coef[j], l, (float)(s == last ? DP.b[j] : DP.a[s][j]));
     }
     V incr_delta{};
     for (int c = 0; c < C; ++c) {
       V acc{};
-      for (int i = 0; i < S - 1; ++i) acc += (float)DP.b[i] * w.stage(i, D)[c];
+      for (int j = 0; j < last; ++j) acc = where(sv > (float)j, acc + coef[j] * w.stage(j, D)[c], acc);
       if (c == D) incr_delta = hv * acc;
-      w.y5[c] = w.y[c] + hv * acc;
+      w.y1[c] = w.y[c] + hv * acc;
+      w.y5[c] = w.y1[c];  // the end point, for the lanes at their last stage
     }
-    for (int l = 0; l < NL; ++l) ts[l] = done[l] || fresh[l] ? t[l] : t[l] + h[l];
-    velocity<J, KMajor>(net, sde, nt, ts, w.y5, w.stage(S - 1, D), w);
-    // error norm and control, lane by lane
+    velocity<J, KMajor>(net, sde, nt, ts, w.y1, w.y1, w);  // in place: y1 becomes its derivative
+    for (int i = 0; i < S; ++i)
+      for (int c = 0; c < C; ++c) w.stage(i, D)[c] = where(sv == (float)i, w.y1[c], w.stage(i, D)[c]);
+    // the lanes at their last stage: error norm and control, lane by lane
     V err_sq{};
     for (int c = 0; c < C; ++c) {
       V e{};
       for (int i = 0; i < S; ++i) e += (float)DP.e[i] * w.stage(i, D)[c];
       e = hv * e;
       for (int l = 0; l < NL; ++l) {
+        if (done[l] || stage[l] != last) continue;
         const double scale =
             p.atol + p.rtol * ::fmax(::fabs((double)LaneAccess<V>::get(w.y[c], l)), ::fabs((double)LaneAccess<V>::get(w.y5[c], l)));
         const double r = LaneAccess<V>::get(e, l) / scale;
         LaneAccess<V>::set(err_sq, l, LaneAccess<V>::get(err_sq, l) + (float)(r * r));
       }
     }
-    V accept_mask{}, fsal_mask{};  // fresh lanes: their last stage is the derivative at their start
+    V accept_mask{};
     bool finished[NL];
     for (int l = 0; l < NL; ++l) {
       finished[l] = false;
-      if (fresh[l]) LaneAccess<V>::set(fsal_mask, l, 1.0f);
-      if (done[l] || fresh[l]) continue;
+      if (done[l] || stage[l] != last) continue;
       nfe[l] += S - 1;
       const double err = ::sqrt((double)LaneAccess<V>::get(err_sq, l) / C);
       bool underflow;
       const bool ok = control_lane(p.ctl, err, t1, span, t[l], h[l], done[l], underflow);
       finished[l] = done[l];
-      if (ok) {
-        LaneAccess<V>::set(accept_mask, l, 1.0f);
-        LaneAccess<V>::set(fsal_mask, l, 1.0f);
-      }
+      if (ok) LaneAccess<V>::set(accept_mask, l, 1.0f);
       if (accepted) (ok ? accepted : rejected)[l] += 1;
       // step-size underflow: the velocity is not finite at any step; poison the lane
       if (underflow) LaneAccess<V>::set(w.y[C - 1], l, NAN);
     }
     // accepted lanes move to y5 and reuse the last stage as the next first (FSAL)
+    const auto take = accept_mask > 0.0f;
     for (int c = 0; c < C; ++c) {
-      if (c < D)
-        w.y[c] = where(accept_mask > 0.0f, w.y5[c], w.y[c]);
-      else
-        add_compensated(w.y[D], w.comp[0], accept_mask * incr_delta);
-      w.stage(0, D)[c] = where(fsal_mask > 0.0f, w.stage(S - 1, D)[c], w.stage(0, D)[c]);
+      if (c < D) {
+        w.y[c] = where(take, w.y5[c], w.y[c]);
+      } else {
+        V sum = w.y[D], comp = w.comp[0];
+        add_compensated(sum, comp, incr_delta);
+        w.y[D] = where(take, sum, w.y[D]);
+        w.comp[0] = where(take, comp, w.comp[0]);
+      }
+      w.stage(0, D)[c] = where(take, w.stage(last, D)[c], w.stage(0, D)[c]);
     }
     for (int l = 0; l < NL; ++l) {
-      fresh[l] = false;
-      if (finished[l] && refill(l)) restart(l);
+      if (!done[l])
+        stage[l] = stage[l] == last ? 1 : stage[l] + 1;
+      else if (finished[l] && refill(l))
+        start(l);
     }
   }
   return failed;
