@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "fastscore/lanes.h"
@@ -138,7 +139,105 @@ inline Pair<H> where(Pair<M> m, Pair<H> a, Pair<H> b) {
   return {m.lo ? a.lo : b.lo, m.hi ? a.hi : b.hi};
 }
 
+// The time phase's lanes (lanes.h TimePhase): kTile doubles, element by element in loops that
+// GCC vectorises, libm's double functions lane by lane, so each lane has the scalar phase's bits.
+template <class T>
+struct Lanewise {
+  alignas(64) T v[kTile];
+  T& operator[](int l) { return v[l]; }
+  T operator[](int l) const { return v[l]; }
+};
+typedef Lanewise<double> TimeLanes;
+
+#define FS_LANEWISE_BINARY(op)                                                           \
+  template <class T>                                                                     \
+  inline auto operator op(const Lanewise<T>& a, const Lanewise<T>& b) {                  \
+    Lanewise<decltype(a[0] op b[0])> r;                                                  \
+    for (int l = 0; l < kTile; ++l) r[l] = a[l] op b[l];                                 \
+    return r;                                                                            \
+  }                                                                                      \
+  template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>         \
+  inline auto operator op(const Lanewise<T>& a, S b) {                                   \
+    Lanewise<decltype(a[0] op b)> r;                                                     \
+    for (int l = 0; l < kTile; ++l) r[l] = a[l] op b;                                    \
+    return r;                                                                            \
+  }                                                                                      \
+  template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>         \
+  inline auto operator op(S a, const Lanewise<T>& b) {                                   \
+    Lanewise<decltype(a op b[0])> r;                                                     \
+    for (int l = 0; l < kTile; ++l) r[l] = a op b[l];                                    \
+    return r;                                                                            \
+  }                                                                                      \
+  template <class T, class B>                                                            \
+  inline Lanewise<T>& operator op##=(Lanewise<T>& a, const B& b) {                       \
+    return a = a op b;                                                                   \
+  }
+FS_LANEWISE_BINARY(+) FS_LANEWISE_BINARY(-) FS_LANEWISE_BINARY(*) FS_LANEWISE_BINARY(/)
+#undef FS_LANEWISE_BINARY
+#define FS_LANEWISE_COMPARE(op)                                                          \
+  template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>         \
+  inline Lanewise<bool> operator op(const Lanewise<T>& a, S b) {                         \
+    Lanewise<bool> r;                                                                    \
+    for (int l = 0; l < kTile; ++l) r[l] = a[l] op b;                                    \
+    return r;                                                                            \
+  }
+FS_LANEWISE_COMPARE(<) FS_LANEWISE_COMPARE(>)
+#undef FS_LANEWISE_COMPARE
+template <class T>
+inline Lanewise<T> operator-(const Lanewise<T>& a) {
+  Lanewise<T> r;
+  for (int l = 0; l < kTile; ++l) r[l] = -a[l];
+  return r;
+}
+template <class T>
+inline Lanewise<T> where(const Lanewise<bool>& m, const Lanewise<T>& a, const Lanewise<T>& b) {
+  Lanewise<T> r;
+  for (int l = 0; l < kTile; ++l) r[l] = m[l] ? a[l] : b[l];
+  return r;
+}
+
 }  // namespace cpu
+
+template <>
+struct LaneAccess<cpu::TimeLanes> {
+  static constexpr int count = cpu::kTile;
+  static double get(const cpu::TimeLanes& v, int l) { return v[l]; }
+  static void set(cpu::TimeLanes& v, int l, double x) { v[l] = x; }
+};
+
+#define FS_LANEWISE(name)                                       \
+  static V name(V x) {                                          \
+    for (int l = 0; l < cpu::kTile; ++l) x[l] = D::name(x[l]);  \
+    return x;                                                   \
+  }
+template <>
+struct LaneMath<cpu::TimeLanes> {
+  using V = cpu::TimeLanes;
+  using D = LaneMath<double>;
+  static V fma(const V& w, const V& x, V acc) {
+    for (int l = 0; l < cpu::kTile; ++l) acc[l] = D::fma(w[l], x[l], acc[l]);
+    return acc;
+  }
+  static V fma(float w, const V& x, V acc) {
+    for (int l = 0; l < cpu::kTile; ++l) acc[l] = D::fma(w, x[l], acc[l]);
+    return acc;
+  }
+  FS_LANEWISE(exp) FS_LANEWISE(expm1) FS_LANEWISE(log1p) FS_LANEWISE(log) FS_LANEWISE(sqrt)
+  FS_LANEWISE(tanh) FS_LANEWISE(erf) FS_LANEWISE(sin) FS_LANEWISE(cos)
+};
+#undef FS_LANEWISE
+
+template <>
+struct TimePhase<cpu::Lanes> {
+  using Lanes = cpu::TimeLanes;
+  static cpu::Lanes round(const cpu::TimeLanes& x) {
+    float f[cpu::kTile];
+    for (int l = 0; l < cpu::kTile; ++l) f[l] = (float)x[l];
+    cpu::Lanes r;
+    std::memcpy(&r, f, sizeof r);
+    return r;
+  }
+};
 
 template <>
 struct LaneAccess<cpu::Lanes> {

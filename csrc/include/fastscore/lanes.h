@@ -78,6 +78,24 @@ struct LaneAccess<float> {
   static FS_HD float get(float v, int) { return v; }
   static FS_HD void set(float& v, int, float x) { v = x; }
 };
+template <>
+struct LaneAccess<double> {
+  static constexpr int count = 1;
+  static FS_HD double get(double v, int) { return v; }
+  static FS_HD void set(double& v, int, double x) { v = x; }
+};
+
+// The time phase (net.h run_time) runs in double, one lane per sample at the sample's own time
+// (the adaptive integrators' lanes each have theirs): TimePhase<V>::Lanes is its lane type for
+// lane type V, round() an export rounded once to V. One lane (a GPU thread): double. The CPU
+// tile's is in csrc/cpu/simd.h.
+template <class V>
+struct TimePhase;
+template <>
+struct TimePhase<float> {
+  using Lanes = double;
+  static FS_HD float round(double x) { return (float)x; }
+};
 
 // a lane value with every lane equal to c
 template <class V>

@@ -17,12 +17,12 @@ namespace fastscore {
 
 // The lane arrays of one integration: a [lane_arena] (the network's arena), dT [nt *
 // lane_arena] (its tangents), dirs [nt * dim], s [dim] (the score), y, y1, y5 [dim + 1], comp [1] (Kahan),
-// K [kMaxStages * (dim + 1)] (stages); ta [time_arena] is double scratch for the time phase.
+// K [kMaxStages * (dim + 1)] (stages); ta [time_arena] is the time phase's arena (lanes.h TimePhase).
 template <class V>
 struct OdeBuffers {
   V *a, *dT, *dirs, *s;
   V *y, *y1, *y5, *comp, *K;
-  double* ta;
+  typename TimePhase<V>::Lanes* ta;
   FS_HD V* stage(int i, int D) const { return K + i * (D + 1); }
 };
 
@@ -35,21 +35,14 @@ FS_HD void unit_directions(int D, V* dirs) {
 
 // s [dim] and tr = sum_i dir_i . (ds/dx) dir_i for every lane, lane l at time t[l] (nt
 // directions: the unit vectors, the exact trace; one Rademacher probe: Hutchinson's). The
-// time phase runs once per distinct lane time (lanes share one for fixed steps); the cond
-// imports must already be in w.a. Tangents go through the same rows as the values: about
+// time phase runs on every lane at its own time; the cond imports must already be in w.a. Tangents go through the same rows as the values: about
 // (1 + nt) forward passes, no autograd, no noise when exact.
 template <int J, bool KMajor, class V>
 FS_HD void score_and_trace(const Net& net, int nt, const double* t, const V* x, V* s, V* tr, const OdeBuffers<V>& w) {
   const NetLayout& L = net.L;
   const int D = L.dim, as = L.lane_arena;
-  double last = NAN;
-  for (int l = 0; l < LaneAccess<V>::count; ++l) {
-    if (t[l] != last) {
-      last = t[l];
-      run_time<KMajor>(net, last, w.ta);
-    }
-    for (int j = 0; j < L.n_texp; ++j) LaneAccess<V>::set(w.a[D + j], l, (float)w.ta[time_export(L) + j]);
-  }
+  run_time<KMajor>(net, t, w.ta);
+  for (int j = 0; j < L.n_texp; ++j) w.a[D + j] = TimePhase<V>::round(w.ta[time_export(L) + j]);
   for (int d = 0; d < D; ++d) w.a[d] = x[d];
   for (int i = 0; i < nt; ++i)
     for (int d = 0; d < D; ++d) w.dT[(size_t)i * as + d] = w.dirs[i * D + d];

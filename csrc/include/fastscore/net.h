@@ -221,16 +221,6 @@ struct Operand {
   }
 };
 
-// a lane value from a double: exact for the double phases, rounded once for float lanes
-template <class V>
-FS_HD V from_double(double x) {
-  return splat<V>((float)x);
-}
-template <>
-FS_HD double from_double<double>(double x) {
-  return x;
-}
-
 FS_HD double sde_value(const NetLayout& L, int fn, double t) {
   if (fn == kSdeT) return t;
   if (L.sde_kind < 0) return NAN;
@@ -246,12 +236,12 @@ struct Tangents {
   int stride;
 };
 
-// Rows [first, last) of the program on arena `a` (time phase: t is the time; other phases
-// ignore it). Lane phase with tangents: each row whose result carries tangents (kTangentDst)
+// Rows [first, last) of the program on arena `a`; t: the lanes' times, which the time phase's
+// SDE rows read (the other phases have none: nullptr). Lane phase with tangents: each row whose result carries tangents (kTangentDst)
 // propagates them from its operands (kTangentA / kTangentB; an operand without is zero).
 // Rows: the dense rows' policy (RowBlocks).
 template <class Rows, class V>
-FS_HD void run_net(const Net& net, int first, int last, double t, V* a, Tangents<V> tg) {
+FS_HD void run_net(const Net& net, int first, int last, const double* t, V* a, Tangents<V> tg) {
   const float* P = net.params;
   for (int i = first; i < last; ++i) {
     const int32_t* op = net.ops + (size_t)i * kNetOpWidth;
@@ -348,7 +338,9 @@ FS_HD void run_net(const Net& net, int first, int last, double t, V* a, Tangents
         for (int j = 0; j < n; ++j) dst[j] = dst[j] * (g ? g[j] : 1.0f) + (be ? be[j] : 0.0f);
         break;
       }
-      case kSdeOp: dst[0] = from_double<V>(sde_value(net.L, op[5], t)); break;
+      case kSdeOp:
+        for (int l = 0; l < LaneAccess<V>::count; ++l) LaneAccess<V>::set(dst[0], l, sde_value(net.L, op[5], t[l]));
+        break;
       case kCopy:
         for (int j = 0; j < n; ++j) dst[j] = a[op[2] + j];
         if (tan)
@@ -363,18 +355,18 @@ FS_HD void run_net(const Net& net, int first, int last, double t, V* a, Tangents
   }
 }
 
-// The time phase at t on a double arena `ta` [time_arena]; its exports are then at
-// ta + time_export(L).
-template <bool KMajor>
-FS_HD void run_time(const Net& net, double t, double* ta) {
-  run_net<RowBlocks<1, KMajor>, double>(net, 0, net.L.n_time_ops, t, ta, Tangents<double>{nullptr, 0, 0});
+// The time phase at the times t of T's lanes (T = double: one; lanes.h TimePhase) on an arena
+// `ta` [time_arena]; its exports are then at ta + time_export(L).
+template <bool KMajor, class T>
+FS_HD void run_time(const Net& net, const double* t, T* ta) {
+  run_net<RowBlocks<1, KMajor>, T>(net, 0, net.L.n_time_ops, t, ta, Tangents<T>{nullptr, 0, 0});
 }
 
 // The cond phase for one sample's condition c [cond_dim] on a double arena `ca` [cond_arena].
 template <bool KMajor>
 FS_HD void run_cond(const Net& net, const double* c, double* ca) {
   for (int j = 0; j < net.L.cond_dim; ++j) ca[j] = c[j];
-  run_net<RowBlocks<1, KMajor>, double>(net, net.L.n_time_ops, first_lane_op(net.L), 0.0, ca, Tangents<double>{nullptr, 0, 0});
+  run_net<RowBlocks<1, KMajor>, double>(net, net.L.n_time_ops, first_lane_op(net.L), nullptr, ca, Tangents<double>{nullptr, 0, 0});
 }
 
 // The time table of a sampling plan: row r = the time phase's exports at times[r], rounded
@@ -382,7 +374,7 @@ FS_HD void run_cond(const Net& net, const double* c, double* ca) {
 template <bool KMajor>
 FS_HD void time_table(const Net& net, const double* times, int64_t rows, double* ta, float* out) {
   for (int64_t r = 0; r < rows; ++r) {
-    run_time<KMajor>(net, times[r], ta);
+    run_time<KMajor>(net, times + r, ta);
     for (int j = 0; j < net.L.n_texp; ++j) out[r * net.L.n_texp + j] = (float)ta[time_export(net.L) + j];
   }
 }
@@ -400,7 +392,7 @@ FS_HD void import_cond_lane(const Net& net, const double* c, double* ca, V* a, i
 // at a + L.out.
 template <int J, bool KMajor, class V>
 FS_HD void run_lanes(const Net& net, V* a, Tangents<V> tg) {
-  run_net<RowBlocks<J, KMajor>, V>(net, first_lane_op(net.L), net.L.n_ops, 0.0, a, tg);
+  run_net<RowBlocks<J, KMajor>, V>(net, first_lane_op(net.L), net.L.n_ops, nullptr, a, tg);
 }
 
 // a[dim + j] <- splat(row[j]): one time value's imports for every lane

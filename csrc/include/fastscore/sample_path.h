@@ -27,7 +27,7 @@ struct LoneNet {
     const NetLayout& L = net.L;
     import_time_row(L, p.ttab + row * L.n_texp, a);
     for (int d = 0; d < L.dim; ++d) a[d] = in[d];
-    run_net<Rows, float>(net, first_lane_op(L), L.n_ops, 0.0, a, Tangents<float>{nullptr, 0, 0});
+    run_net<Rows, float>(net, first_lane_op(L), L.n_ops, nullptr, a, Tangents<float>{nullptr, 0, 0});
     for (int d = 0; d < L.dim; ++d) out[d] = a[L.out + d];
   }
 };
