@@ -145,30 +145,32 @@ def peak_line(peak: dict) -> str:
             f"thread: GFLOP/s, median of 5 each: {chains}{cycle})")
 
 
-def header(data: dict, rows: list[dict]) -> list[str]:
+def machine_lines(data: dict) -> list[str]:
+    """The run's date, machine, fastscore build and measured FMA peak, and its commit, as report lines."""
     mi = data.get("machine_info", {})
     fsi = mi.get("fastscore", {})
     build = fsi.get("build_info", {})
-    peak = fsi.get("fma_peak", {})
     lines = [
-        "# fastscore: Euler–Maruyama sampler throughput (CPU)",
-        "",
         f"- date: {data.get('datetime', '?')}",
         f"- machine: {fsi.get('cpu_model', mi.get('cpu', {}).get('brand_raw', '?'))}, "
         f"{fsi.get('cores', '?')} cores; python {mi.get('python_version', '?')}, torch {fsi.get('torch', '?')} "
         f"({fsi.get('torch_threads', '?')} threads)",
         f"- fastscore build: {build.get('isa', '?')}, {build.get('openmp_threads', '?')} OpenMP threads, "
         f"tile {build.get('tile', '?')}",
-        peak_line(peak),
-        "- network: ScoreMLP dim 2, depth 5, concat time, ReLU (width 64 = seed 002's basic_net, "
-        "33,408 FLOP/eval); VP SDE beta 0.1..20",
-        "- GFLOP/s = n x steps x flops_per_eval / median round; speed-ups are ratios of GFLOP/s "
-        "(time per sample-step) within this run",
+        peak_line(fsi.get("fma_peak", {})),
     ]
     commit = data.get("commit_info", {})
     if commit.get("id"):
         lines.append(f"- commit: {commit['id'][:12]}{' (dirty tree)' if commit.get('dirty') else ''}")
     return lines
+
+
+def header(data: dict) -> list[str]:
+    return ["# fastscore: Euler–Maruyama sampler throughput (CPU)", "", *machine_lines(data),
+            "- network: ScoreMLP dim 2, depth 5, concat time, ReLU (width 64 = seed 002's basic_net, "
+            "33,408 FLOP/eval); VP SDE beta 0.1..20",
+            "- GFLOP/s = n x steps x flops_per_eval / median round; speed-ups are ratios of GFLOP/s "
+            "(time per sample-step) within this run"]
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -275,11 +277,11 @@ def main(argv=None) -> None:
     if not rows:
         if not others:
             raise SystemExit(f"{args.json}: no benchmarks of a known suite")
-        md.write_text("\n".join([f"# {args.json.stem}", *others, ""]))
+        md.write_text("\n".join([f"# {args.json.stem}", "", *machine_lines(data), *others, ""]))
         print(f"wrote {md}")
         return
     peak = data.get("machine_info", {}).get("fastscore", {}).get("fma_peak", {}).get("gflops", rows[0]["peak"])
-    lines = header(data, rows) + ["", f"![throughput]({png.name})", ""] + table(rows) + summary(rows)
+    lines = header(data) + ["", f"![throughput]({png.name})", ""] + table(rows) + summary(rows)
     lines += others
     lines += ["", "Columns: see bench/README.md. spread = (slowest - fastest round) / median; "
               "other load = CPU used by other processes during the rounds, as a share of all cores; "

@@ -5,7 +5,6 @@
 // x[k] broadcast. Every output still sums its products in k order, one rounding per fma
 // (LaneMath<Lanes>::fma), as a tile's lane sums them: a lone sample and its lane agree to the bit.
 #pragma once
-#include <cstring>
 
 #include "fastscore/net.h"
 #include "simd.h"
@@ -32,23 +31,17 @@ struct OutputVectors {
   }
 
  private:
-  static Lanes load(const float* p) {
-    Lanes v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-
   // outputs j0 .. j0 + B kTile - 1
   template <int B>
   static void block(const float* W, const float* ib, const float* ia, int n_in, int n_out, const float* x, float* z,
                     int j0) {
     Lanes acc[B];
-    for (int b = 0; b < B; ++b) acc[b] = ia ? load(ia + j0 + b * kTile) : ib ? load(ib + j0 + b * kTile) : Lanes{};
+    for (int b = 0; b < B; ++b) acc[b] = ia ? load_lanes(ia + j0 + b * kTile) : ib ? load_lanes(ib + j0 + b * kTile) : Lanes{};
     for (int k = 0; k < n_in; ++k) {
       const float* w = W + (size_t)k * n_out + j0;
-      for (int b = 0; b < B; ++b) acc[b] = LaneMath<Lanes>::fma(x[k], load(w + b * kTile), acc[b]);
+      for (int b = 0; b < B; ++b) acc[b] = LaneMath<Lanes>::fma(x[k], load_lanes(w + b * kTile), acc[b]);
     }
-    for (int b = 0; b < B; ++b) std::memcpy(z + j0 + b * kTile, &acc[b], sizeof(Lanes));
+    for (int b = 0; b < B; ++b) store_lanes(acc[b], z + j0 + b * kTile);
   }
 };
 

@@ -133,6 +133,27 @@ inline Native native_broadcast(float w) {  // not 0 + w, which turns -0 into +0
 #endif
 }
 
+// A lane value from kTile floats at p and back, register by register: a 64-byte memcpy into a
+// Pair goes through the stack in 16-byte pieces, and its 32-byte reload stalls on them
+inline Lanes load_lanes(const float* p) {
+  Lanes v;
+#if defined(__AVX512F__)
+  std::memcpy(&v, p, sizeof v);
+#else
+  std::memcpy(&v.lo, p, sizeof v.lo);
+  std::memcpy(&v.hi, p + Lanes::kHalf, sizeof v.hi);
+#endif
+  return v;
+}
+inline void store_lanes(const Lanes& v, float* p) {
+#if defined(__AVX512F__)
+  std::memcpy(p, &v, sizeof v);
+#else
+  std::memcpy(p, &v.lo, sizeof v.lo);
+  std::memcpy(p + Lanes::kHalf, &v.hi, sizeof v.hi);
+#endif
+}
+
 // where(m, a, b) lane by lane, for Pair (lanes.h's where is m ? a : b)
 template <class M, class H>
 inline Pair<H> where(Pair<M> m, Pair<H> a, Pair<H> b) {
@@ -233,9 +254,7 @@ struct TimePhase<cpu::Lanes> {
   static cpu::Lanes round(const cpu::TimeLanes& x) {
     float f[cpu::kTile];
     for (int l = 0; l < cpu::kTile; ++l) f[l] = (float)x[l];
-    cpu::Lanes r;
-    std::memcpy(&r, f, sizeof r);
-    return r;
+    return cpu::load_lanes(f);
   }
 };
 
