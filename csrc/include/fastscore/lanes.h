@@ -1,12 +1,13 @@
 // The lane type V that the per-sample math is written over.
 // On the GPU V = float (one trajectory per thread); on the CPU V is a tile of samples in
 // one or two SIMD registers (csrc/cpu/simd.h). Both support +, -, *, / with float scalars,
-// comparisons and where(cond, a, b) (not `?:`, which a struct cannot overload); what differs (transcendentals, and the fused
-// multiply-add of the dense rows) goes through LaneMath<V>, a class template so the CPU
-// specialisation can be declared after this header (plain overloads would not be found for
-// built-in vector types). LaneMath<V>::fma(w, x, acc) = w x + acc rounded once, written out:
-// left to -ffp-contract, the compiler fuses some products in one lane type and not in
-// another, and a lone sample (float) would part from its lane of a tile by an ulp.
+// comparisons and where(cond, a, b) (not `?:`, which a struct cannot overload); what
+// differs (transcendentals, and the fused multiply-add of the dense rows) goes through
+// LaneMath<V>, a class template so the CPU specialisation can be declared after this header
+// (plain overloads would not be found for built-in vector types). LaneMath<V>::fma(w, x, acc)
+// = w x + acc rounded once, written out: left to -ffp-contract, the compiler fuses some
+// products in one lane type and not in another, and a lone sample (float) would part from
+// its lane of a tile by an ulp.
 #pragma once
 #include <cmath>
 #include <cstdint>

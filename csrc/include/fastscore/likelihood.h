@@ -35,8 +35,9 @@ FS_HD void unit_directions(int D, V* dirs) {
 
 // s [dim] and tr = sum_i dir_i . (ds/dx) dir_i for every lane, lane l at time t[l] (nt
 // directions: the unit vectors, the exact trace; one Rademacher probe: Hutchinson's). The
-// time phase runs on every lane at its own time; the cond imports must already be in w.a. Tangents go through the same rows as the values: about
-// (1 + nt) forward passes, no autograd, no noise when exact.
+// time phase runs on every lane at its own time; the cond imports must already be in w.a.
+// Tangents go through the same rows as the values: about (1 + nt) forward passes, no
+// autograd, no noise when exact.
 template <int J, bool KMajor, class V>
 FS_HD void score_and_trace(const Net& net, int nt, const double* t, const V* x, V* s, V* tr, const OdeBuffers<V>& w) {
   const NetLayout& L = net.L;
