@@ -67,8 +67,8 @@ inline void to_k_major(const NetLayout& L, const int32_t* ops, const float* src,
 }
 
 // z[j] = init(j) + sum_k W(j, k) x[k], j0 <= j < n_out, every lane at once: J rows together so
-// each input value loaded feeds J independent FMA chains; the rows left over go J / 2 at a
-// time. init: ib (parameters) or ia (lanes) or 0. Every output sums its products in k order,
+// each input value loaded feeds J independent FMA chains; the R < J rows left over go in one
+// block of R (a width of 64 in blocks of 6 ends with 4 rows: 8 chains, not 3 + 1). init: ib (parameters) or ia (lanes) or 0. Every output sums its products in k order,
 // whatever J: a tile's lane and a lone sample (J over outputs) give the same bits.
 template <int J, bool KMajor, class V, class S>
 FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_out, const S* x, V* z, int j0 = 0) {
@@ -86,7 +86,7 @@ FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_o
     for (int r = 0; r < J; ++r) z[j + r] = acc[r];
   }
   if constexpr (J > 1) {
-    if (j < n_out) dense<J / 2, KMajor>(W, ib, ia, n_in, n_out, x, z, j);
+    if (j < n_out) dense<J - 1, KMajor>(W, ib, ia, n_in, n_out, x, z, j);
   }
 }
 
