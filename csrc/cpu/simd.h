@@ -123,6 +123,25 @@ inline Native native_sqrt(Native x) {
   return (Native)_mm_sqrt_ps((__m128)x);
 #endif
 }
+// a > x ? a : x and a < x ? a : x (the x86 max / min: x where either is NaN)
+inline Native native_max(Native a, Native x) {
+#if defined(__AVX512F__)
+  return (Native)_mm512_max_ps((__m512)a, (__m512)x);
+#elif defined(__AVX__)
+  return (Native)_mm256_max_ps((__m256)a, (__m256)x);
+#else
+  return (Native)_mm_max_ps((__m128)a, (__m128)x);
+#endif
+}
+inline Native native_min(Native a, Native x) {
+#if defined(__AVX512F__)
+  return (Native)_mm512_min_ps((__m512)a, (__m512)x);
+#elif defined(__AVX__)
+  return (Native)_mm256_min_ps((__m256)a, (__m256)x);
+#else
+  return (Native)_mm_min_ps((__m128)a, (__m128)x);
+#endif
+}
 inline Native native_broadcast(float w) {  // not 0 + w, which turns -0 into +0
 #if defined(__AVX512F__)
   return (Native)_mm512_set1_ps(w);
@@ -243,7 +262,7 @@ struct LaneMath<cpu::TimeLanes> {
     for (int l = 0; l < cpu::kTile; ++l) acc[l] = D::fma(w, x[l], acc[l]);
     return acc;
   }
-  FS_LANEWISE(exp) FS_LANEWISE(expm1) FS_LANEWISE(log1p) FS_LANEWISE(log) FS_LANEWISE(sqrt)
+  FS_LANEWISE(exp) FS_LANEWISE(logistic) FS_LANEWISE(expm1) FS_LANEWISE(log1p) FS_LANEWISE(log) FS_LANEWISE(sqrt)
   FS_LANEWISE(tanh) FS_LANEWISE(erf) FS_LANEWISE(sin) FS_LANEWISE(cos)
 };
 #undef FS_LANEWISE
@@ -288,7 +307,16 @@ struct LaneMath<cpu::Lanes> {
   static V to_float(Int i) { return cpu::per_register([](cpu::NativeInt i) { return __builtin_convertvector(i, N); }, i); }
   static Int to_int(V x) { return cpu::per_register([](N x) { return __builtin_convertvector(x, cpu::NativeInt); }, x); }
   static V sqrt(V x) { return cpu::per_register(cpu::native_sqrt, x); }
+  // max / min with the bound first return x when x is NaN, as LaneMath<float>'s do; one
+  // instruction where a compare and a blend were two
+  static V at_least(V x, float lo) {
+    return cpu::per_register([b = cpu::native_broadcast(lo)](N x) { return cpu::native_max(b, x); }, x);
+  }
+  static V at_most(V x, float hi) {
+    return cpu::per_register([b = cpu::native_broadcast(hi)](N x) { return cpu::native_min(b, x); }, x);
+  }
   static V exp(V x) { return exp_lanes(x); }
+  static V logistic(V x) { return logistic_lanes(x); }
   FS_LANEWISE(expm1, expm1f)
   FS_LANEWISE(log1p, log1pf)
   FS_LANEWISE(log, logf)

@@ -23,6 +23,8 @@ struct LaneMath;
 template <class V>
 FS_HD V exp_lanes(V x);
 template <class V>
+FS_HD V logistic_lanes(V x);
+template <class V>
 FS_HD V pow2i(V n);
 
 template <>
@@ -41,7 +43,11 @@ struct LaneMath<float> {
   }
   static FS_HD float to_float(Int i) { return (float)i; }
   static FS_HD Int to_int(float x) { return (Int)x; }  // toward zero
+  // lo where x < lo, hi where x > hi, else x (NaN stays NaN)
+  static FS_HD float at_least(float x, float lo) { return x < lo ? lo : x; }
+  static FS_HD float at_most(float x, float hi) { return x > hi ? hi : x; }
   static FS_HD float exp(float x) { return exp_lanes(x); }
+  static FS_HD float logistic(float x) { return logistic_lanes(x); }
   static FS_HD float expm1(float x) { return ::expm1f(x); }
   static FS_HD float log1p(float x) { return ::log1pf(x); }
   static FS_HD float log(float x) { return ::logf(x); }
@@ -57,6 +63,7 @@ template <>
 struct LaneMath<double> {
   static FS_HD double fma(double w, double x, double acc) { return ::fma(w, x, acc); }
   static FS_HD double exp(double x) { return ::exp(x); }
+  static FS_HD double logistic(double x) { return 1.0 / (1.0 + ::exp(-x)); }
   static FS_HD double expm1(double x) { return ::expm1(x); }
   static FS_HD double log1p(double x) { return ::log1p(x); }
   static FS_HD double log(double x) { return ::log(x); }
@@ -121,20 +128,14 @@ FS_HD V pow2i(V n) {
   return M::from_bits((M::to_int(n) + 127) << 23);
 }
 
-// e^x in float, within 1.01 ulp of the exact value wherever it is a normal float (checked over
-// every float in [-103, 88.7]; below, the subnormal results are within 2e-38), 0 for x <= -104,
-// +inf above 88.73 and for +inf, NaN for NaN. Cody–Waite reduction x = n ln 2 + r, |r| <= ln2/2,
-// then Cephes expf's polynomial for e^r, scaled by 2^n in two exact halves (so n may leave
-// the normal exponents). Written once over any lane type with explicit fmas: a tile (where
-// libm's expf lane by lane was the price of a SiLU network), a lone sample and a CUDA thread
-// get the same bits.
+// e^x = y 2^n for x clamped to [lo, hi]: Cody–Waite reduction x = n ln 2 + r, |r| <= ln2/2,
+// then Cephes expf's polynomial for y = e^r (n returned as a float).
 template <class V>
-FS_HD V exp_lanes(V x) {
+FS_HD V exp_reduced(V x, float lo, float hi, V& n) {
   using M = LaneMath<V>;
   const float magic = 12582912.0f;  // 1.5 x 2^23: (y + magic) - magic rounds y to an integer
-  x = where(x < -104.0f, splat<V>(-104.0f), x);
-  x = where(x > 89.0f, splat<V>(89.0f), x);
-  const V n = M::fma(x, splat<V>(1.44269504088896341f), splat<V>(magic)) - magic;
+  x = M::at_most(M::at_least(x, lo), hi);
+  n = M::fma(x, splat<V>(1.44269504088896341f), splat<V>(magic)) - magic;
   V r = M::fma(n, splat<V>(-kLn2Hi), x);
   r = M::fma(n, splat<V>(-kLn2Lo), r);
   V p = splat<V>(1.9875691500e-4f);
@@ -143,9 +144,38 @@ FS_HD V exp_lanes(V x) {
   p = M::fma(p, r, splat<V>(4.1665795894e-2f));
   p = M::fma(p, r, splat<V>(1.6666665459e-1f));
   p = M::fma(p, r, splat<V>(5.0000001201e-1f));
-  const V y = M::fma(p, r * r, r) + 1.0f;
+  return M::fma(p, r * r, r) + 1.0f;
+}
+
+// e^x in float, within 1.01 ulp of the exact value wherever it is a normal float (checked over
+// every float in [-103, 88.7]; below, the subnormal results are within 2e-38), 0 for x <= -104,
+// +inf above 88.73 and for +inf, NaN for NaN: exp_reduced on [-104, 89], scaled by 2^n in two
+// exact halves (so n may leave the normal exponents). Written once over any lane type with
+// explicit fmas: a tile (where libm's expf lane by lane was the price of a SiLU network), a
+// lone sample and a CUDA thread get the same bits.
+template <class V>
+FS_HD V exp_lanes(V x) {
+  using M = LaneMath<V>;
+  const float magic = 12582912.0f;
+  V n;
+  const V y = exp_reduced(x, -104.0f, 89.0f, n);
   const V h = M::fma(n, splat<V>(0.5f), splat<V>(magic)) - magic;
   return y * pow2i(h) * pow2i(n - h);
+}
+
+// The logistic function 1 / (1 + e^-x) in float (SiLU, sigmoid, and the slopes of softplus and
+// mish): within 2.5 ulp of the exact value where that is a normal float, 1 for x >= 17, within
+// 2^-126 below -87.3 where it is subnormal, NaN for NaN (checked over every float in [-110, 110],
+// a tile against a lone float too). e^-x is exp_reduced on [-87.33, 88.37], where 2^n is one
+// normal float, so it is scaled once, not in exp_lanes's two halves: the clamp changes only
+// results that are 1 or subnormal. On AVX2 a SiLU row took 42 cycles per unit of a tile through
+// exp_lanes with a compare and blend per clamp, 31 like this.
+template <class V>
+FS_HD V logistic_lanes(V x) {
+  V n;
+  const V y = exp_reduced(-x, -87.33f, 88.37f, n);
+  const V one = splat<V>(1.0f);
+  return one / (one + y * pow2i(n));
 }
 
 }  // namespace fastscore

@@ -115,7 +115,7 @@ FS_HD V unary_fn(const float* p, V x, V* slope) {
     f = where(x > 0.0f, x, p[0] * x);
     d = where(x > 0.0f, one, zero + p[0]);
   } else if constexpr (Fn == kSilu) {
-    const V s = one / (one + M::exp(-x));
+    const V s = M::logistic(x);
     f = x * s;
     d = s * (one + x * (one - s));
   } else if constexpr (Fn == kGelu) {  // x Phi(x)
@@ -131,7 +131,7 @@ FS_HD V unary_fn(const float* p, V x, V* slope) {
     f = M::tanh(x);
     d = one - f * f;
   } else if constexpr (Fn == kSigmoid) {
-    f = one / (one + M::exp(-x));
+    f = M::logistic(x);
     d = f * (one - f);
   } else if constexpr (Fn == kElu) {
     const V e = M::expm1(where(x < 0.0f, x, zero));
@@ -141,13 +141,13 @@ FS_HD V unary_fn(const float* p, V x, V* slope) {
     const V bx = p[0] * x, ab = where(bx < 0.0f, -bx, bx);
     const V sp = (where(bx > 0.0f, bx, zero) + M::log1p(M::exp(-ab))) / p[0];
     f = where(bx > p[1], x, sp);
-    d = where(bx > p[1], one, one / (one + M::exp(-bx)));
+    d = where(bx > p[1], one, M::logistic(bx));
   } else if constexpr (Fn == kMish) {  // x tanh(softplus(x))
     const V ax = where(x < 0.0f, -x, x);
     const V sp = where(x > 0.0f, x, zero) + M::log1p(M::exp(-ax));
     const V th = M::tanh(sp);
     f = x * th;
-    d = th + x * (one - th * th) * (one / (one + M::exp(-x)));
+    d = th + x * (one - th * th) * M::logistic(x);
   } else if constexpr (Fn == kSin) {
     f = M::sin(x);
     d = M::cos(x);
