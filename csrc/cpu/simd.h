@@ -123,10 +123,11 @@ inline Native native_sqrt(Native x) {
   return (Native)_mm_sqrt_ps((__m128)x);
 #endif
 }
-// a > x ? a : x and a < x ? a : x (the x86 max / min: x where either is NaN)
+// a > x ? a : x and a < x ? a : x (the x86 max / min: x where either is NaN); maskz on AVX-512
+// for the reason native_sqrt gives
 inline Native native_max(Native a, Native x) {
 #if defined(__AVX512F__)
-  return (Native)_mm512_max_ps((__m512)a, (__m512)x);
+  return (Native)_mm512_maskz_max_ps((__mmask16)0xffff, (__m512)a, (__m512)x);
 #elif defined(__AVX__)
   return (Native)_mm256_max_ps((__m256)a, (__m256)x);
 #else
@@ -135,7 +136,7 @@ inline Native native_max(Native a, Native x) {
 }
 inline Native native_min(Native a, Native x) {
 #if defined(__AVX512F__)
-  return (Native)_mm512_min_ps((__m512)a, (__m512)x);
+  return (Native)_mm512_maskz_min_ps((__mmask16)0xffff, (__m512)a, (__m512)x);
 #elif defined(__AVX__)
   return (Native)_mm256_min_ps((__m256)a, (__m256)x);
 #else
