@@ -68,8 +68,9 @@ inline void to_k_major(const NetLayout& L, const int32_t* ops, const float* src,
 
 // z[j] = init(j) + sum_k W(j, k) x[k], j0 <= j < n_out, every lane at once: J rows together so
 // each input value loaded feeds J independent FMA chains; the R < J rows left over go in one
-// block of R (a width of 64 in blocks of 6 ends with 4 rows: 8 chains, not 3 + 1). init: ib (parameters) or ia (lanes) or 0. Every output sums its products in k order,
-// whatever J: a tile's lane and a lone sample (J over outputs) give the same bits.
+// block of R (a width of 64 in blocks of 6 ends with 4 rows: 8 chains, not 3 + 1). init: ib
+// (parameters) or ia (lanes) or 0. Every output sums its products in k order, whatever J: a
+// tile's lane and a lone sample (J over outputs) give the same bits.
 template <int J, bool KMajor, class V, class S>
 FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_out, const S* x, V* z, int j0 = 0) {
   int j = j0;
@@ -237,9 +238,9 @@ struct Tangents {
 };
 
 // Rows [first, last) of the program on arena `a`; t: the lanes' times, which the time phase's
-// SDE rows read (the other phases have none: nullptr). Lane phase with tangents: each row whose result carries tangents (kTangentDst)
-// propagates them from its operands (kTangentA / kTangentB; an operand without is zero).
-// Rows: the dense rows' policy (RowBlocks).
+// SDE rows read (the other phases have none: nullptr). Lane phase with tangents: each row whose
+// result carries tangents (kTangentDst) propagates them from its operands (kTangentA /
+// kTangentB; an operand without is zero). Rows: the dense rows' policy (RowBlocks).
 template <class Rows, class V>
 FS_HD void run_net(const Net& net, int first, int last, const double* t, V* a, Tangents<V> tg) {
   const float* P = net.params;
