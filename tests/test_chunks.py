@@ -132,6 +132,21 @@ fs.sample(model, fs.VPSDE(), 10**7, "em", 1000, progress=False)
 """
 
 
+@pytest.mark.skipif("cpu" not in NATIVE_BACKENDS, reason="extension not built")
+def test_cpu_chunks_keep_every_thread_busy(monkeypatch):
+    """However long each index's trajectory, a cpu chunk holds a tile per OpenMP thread: chunks
+    sized by time alone went down to 7-16 samples of a 19,332-step em run, one thread's work."""
+    info = fs._core.build_info()
+    least = info["tile"] * info["openmp_threads"]
+    s = fs.Sampler(_model(fresh_seed()), fs.VPSDE(), "em", 1_000_000, backend="cpu")
+    assert s._first >= least  # the time guess alone: 1 sample
+    monkeypatch.setattr(chunks, "CHUNK_SECONDS", 1e-4)  # every chunk takes far longer than aimed at
+    sizes = []
+    chunks.run_chunks(5 * least, lambda a, b: sizes.append(b - a) or time.sleep(0.01), lambda a, b, r: None,
+                      first=2 * least, progress=False, callback=None, desc="", least=chunks.least_chunk("cpu"))
+    assert sizes[0] == 2 * least and all(size == least for size in sizes[1:]), sizes
+
+
 def test_ctrl_c_stops_a_long_run_within_about_a_second(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(fs.__file__).parents[1]))  # the fastscore under test
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

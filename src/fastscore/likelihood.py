@@ -9,7 +9,7 @@ import torch
 
 from . import integrators
 from .backends import module, resolve
-from .chunks import first_chunk, run_chunks
+from .chunks import first_chunk, least_chunk, run_chunks
 from .plan import check_cond, check_finite_result, check_points, make_log_prob_plan
 from .prepared import cached
 from .sde import SDE
@@ -84,6 +84,7 @@ class LogProb:
         evals = (RK45_GUESSED_NFE if self.plan.method == "rk45"
                  else self.plan.steps * len(integrators.FIXED[self.plan.method].c))
         self._first = first_chunk(self.backend, model, passes * evals)
+        self._least = least_chunk(self.backend)
 
     def __call__(self, x, *, cond=None, return_info: bool = False, progress: bool | None = None, callback=None):
         """log p [n] of points x [n, dim] (``fs.log_prob``'s arguments); many points run in
@@ -103,7 +104,8 @@ class LogProb:
                 logp[a:b], nfe[a:b] = result
 
             run_chunks(n, lambda a, b: self._chunk(x[a:b], None if cond is None else cond[a:b], a), write,
-                       first=self._first, progress=progress, callback=callback, desc=f"log_prob {self.plan.method}")
+                       first=self._first, progress=progress, callback=callback, desc=f"log_prob {self.plan.method}",
+                       least=self._least)
         return (logp, {"nfe": nfe}) if return_info else logp
 
     def _chunk(self, x, cond, offset: int):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .backends import prepare_sample, resolve
-from .chunks import destination, first_chunk, run_chunks, store
+from .chunks import destination, first_chunk, least_chunk, run_chunks, store
 from .nn import pack
 from .plan import (ADAPTIVE_METHODS, MAX_INDEX, check_cond, check_finite_result, check_int, check_seed,
                    make_adaptive_plan, make_sample_plan, model_cond_dim)
@@ -141,6 +141,7 @@ class Sampler:
             self._device = torch.device("cuda", torch.cuda.current_device())
         self._dtype = weights.dtype if name == "torch" and weights is not None else torch.float32
         self._first = first_chunk(name, model, self.nfe if self.nfe is not None else ADAPTIVE_GUESSED_NFE)
+        self._least = least_chunk(name)
         self._what = f"sample (method {plan.method!r}, backend {name!r})"
 
     def __call__(self, n: int, seed: int = 0, *, start: int = 0, cond=None, return_info: bool = False, out=None,
@@ -173,7 +174,7 @@ class Sampler:
             return x
 
         run_chunks(n, run, lambda a, b, x: store(dest, a, b, x), first=self._first, progress=progress,
-                   callback=callback, desc=f"sample {self.method}")
+                   callback=callback, desc=f"sample {self.method}", least=self._least)
         if not return_info:
             return dest
         if self.nfe is not None:
