@@ -120,6 +120,8 @@ FS_HD V where(M m, V a, V b) {
 // ln 2 = kLn2Hi + kLn2Lo (Cody–Waite): kLn2Hi has 9 significant bits, so n kLn2Hi is exact
 // for the exponents n that exp_lanes and normals.h's log_uniform meet
 constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+// 1.5 x 2^23: (y + kRoundMagic) - kRoundMagic rounds y to an integer
+constexpr float kRoundMagic = 12582912.0f;
 
 // 2^n for integral n in [-126, 127]: its exponent field
 template <class V>
@@ -133,9 +135,8 @@ FS_HD V pow2i(V n) {
 template <class V>
 FS_HD V exp_reduced(V x, float lo, float hi, V& n) {
   using M = LaneMath<V>;
-  const float magic = 12582912.0f;  // 1.5 x 2^23: (y + magic) - magic rounds y to an integer
   x = M::at_most(M::at_least(x, lo), hi);
-  n = M::fma(x, splat<V>(1.44269504088896341f), splat<V>(magic)) - magic;
+  n = M::fma(x, splat<V>(1.44269504088896341f), splat<V>(kRoundMagic)) - kRoundMagic;
   V r = M::fma(n, splat<V>(-kLn2Hi), x);
   r = M::fma(n, splat<V>(-kLn2Lo), r);
   V p = splat<V>(1.9875691500e-4f);
@@ -156,10 +157,9 @@ FS_HD V exp_reduced(V x, float lo, float hi, V& n) {
 template <class V>
 FS_HD V exp_lanes(V x) {
   using M = LaneMath<V>;
-  const float magic = 12582912.0f;
   V n;
   const V y = exp_reduced(x, -104.0f, 89.0f, n);
-  const V h = M::fma(n, splat<V>(0.5f), splat<V>(magic)) - magic;
+  const V h = M::fma(n, splat<V>(0.5f), splat<V>(kRoundMagic)) - kRoundMagic;
   return y * pow2i(h) * pow2i(n - h);
 }
 
