@@ -255,11 +255,14 @@ template <>
 struct LaneMath<cpu::TimeLanes> {
   using V = cpu::TimeLanes;
   using D = LaneMath<double>;
+  // omp simd: inlined into a dense row, GCC otherwise unpacks the lanes into scalar FMAs
   static V fma(const V& w, const V& x, V acc) {
+#pragma omp simd
     for (int l = 0; l < cpu::kTile; ++l) acc[l] = D::fma(w[l], x[l], acc[l]);
     return acc;
   }
   static V fma(float w, const V& x, V acc) {
+#pragma omp simd
     for (int l = 0; l < cpu::kTile; ++l) acc[l] = D::fma(w, x[l], acc[l]);
     return acc;
   }
