@@ -81,8 +81,9 @@ void net_eval(const Net& packed, size_t n_params, const float* x, const double* 
   {
     NetArenas w(L);
     Registers<Lanes> r(L.dim, 2);
+    std::vector<double> ta(L.time_arena);
     std::vector<float> row(L.n_texp);
-    time_table<kKMajor>(net, &t, 1, w.ta.data(), row.data());
+    time_table<kKMajor>(net, &t, 1, ta.data(), row.data());
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;

@@ -15,12 +15,12 @@ namespace cpu {
 
 constexpr bool kKMajor = true;
 
-// The network's per-thread arenas: lanes [lane_arena] and, for the double phases, time
-// [time_arena] and cond [cond_arena] scratch.
+// The network's per-thread arenas: lanes [lane_arena] and the cond phase's double scratch
+// [cond_arena] (the time phase's scratch belongs to its caller: one time or a tile of times).
 struct NetArenas {
-  explicit NetArenas(const NetLayout& L) : a(L.lane_arena), ta(L.time_arena), ca(L.cond_arena) {}
+  explicit NetArenas(const NetLayout& L) : a(L.lane_arena), ca(L.cond_arena) {}
   std::vector<Lanes> a;
-  std::vector<double> ta, ca;
+  std::vector<double> ca;
 };
 
 // The cond imports of the tile's samples: the cond phase of each real sample's condition

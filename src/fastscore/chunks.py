@@ -32,9 +32,10 @@ GUESSED_FLOPS = 1e6  # per evaluation of a network of unknown size (a torch modu
 PROGRESS_AFTER_S = 2.0  # progress=None: a bar appears once the run is expected to take longer
 
 
-def first_chunk(backend: str, model, evaluations: float) -> int | None:
+def first_chunk(backend: str, model, evaluations: float, least: int) -> int | None:
     """Indices of a run's first chunk: about CHUNK_SECONDS at a low guess of the kernels' rate,
-    each index costing `evaluations` network evaluations. A call of at most this many runs as
+    each index costing `evaluations` network evaluations, and at least `least` (the backend's
+    least_chunk, which the caller keeps for the later chunks). A call of at most this many runs as
     one kernel call (a control loop's few samples). None for the reference backend, which runs
     a request whole: its rk45 shares one step size over the batch and its float32 products
     round by batch size, so chunks would change its numbers (and, being Python, it is
@@ -46,7 +47,7 @@ def first_chunk(backend: str, model, evaluations: float) -> int | None:
         return None
     flops = pack(model).flops_per_eval if isinstance(model, (ScoreMLP, ImportedModel)) else GUESSED_FLOPS
     guess = GUESSED_RATE * CHUNK_SECONDS // max(evaluations * flops, 1.0)
-    return int(min(MAX_FIRST_CHUNK, max(least_chunk(backend), guess)))
+    return int(min(MAX_FIRST_CHUNK, max(least, guess)))
 
 
 def least_chunk(backend: str) -> int:

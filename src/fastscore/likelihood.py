@@ -83,8 +83,8 @@ class LogProb:
         passes = 2 if self.plan.trace == "hutchinson" else 1 + self.plan.dim
         evals = (RK45_GUESSED_NFE if self.plan.method == "rk45"
                  else self.plan.steps * len(integrators.FIXED[self.plan.method].c))
-        self._first = first_chunk(self.backend, model, passes * evals)
         self._least = least_chunk(self.backend)
+        self._first = first_chunk(self.backend, model, passes * evals, self._least)
 
     def __call__(self, x, *, cond=None, return_info: bool = False, progress: bool | None = None, callback=None):
         """log p [n] of points x [n, dim] (``fs.log_prob``'s arguments); many points run in

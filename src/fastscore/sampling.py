@@ -140,8 +140,9 @@ class Sampler:
         if name == "cuda" and self._device.type != "cuda":
             self._device = torch.device("cuda", torch.cuda.current_device())
         self._dtype = weights.dtype if name == "torch" and weights is not None else torch.float32
-        self._first = first_chunk(name, model, self.nfe if self.nfe is not None else ADAPTIVE_GUESSED_NFE)
         self._least = least_chunk(name)
+        self._first = first_chunk(name, model, self.nfe if self.nfe is not None else ADAPTIVE_GUESSED_NFE,
+                                  self._least)
         self._what = f"sample (method {plan.method!r}, backend {name!r})"
 
     def __call__(self, n: int, seed: int = 0, *, start: int = 0, cond=None, return_info: bool = False, out=None,
