@@ -105,10 +105,16 @@ def likelihood_table(lp: dict, peak: float) -> list[str]:
         base, peer = lp.get(("fastscore", n)), lp.get(("torchdiffeq", n))
         if base and peer and base.get("gflops"):
             at_peak = base["median"] * base["gflops"] / peak  # fastscore's FLOPs at 100% of the peak
-            bounds.append(f"{n:,} points: {peer['median'] / at_peak:.1f}x (measured {peer['median'] / base['median']:.1f}x)")
+            bound = f"{n:,} points: {peer['median'] / at_peak:.1f}x"
+            if base.get("lane_occupancy"):  # the lanes' schedule spends 1 / occupancy as many lane evaluations
+                bound += (f", {peer['median'] * base['lane_occupancy'] / at_peak:.1f}x in tiles "
+                          f"({100 * base['lane_occupancy']:.0f}% of the lane evaluations on points)")
+            bounds.append(f"{bound} (measured {peer['median'] / base['median']:.1f}x)")
     if bounds:
         lines += ["", "The most a kernel with fastscore's evaluations could gain on torchdiffeq's exact solve, running "
-                  "them (1 + dim passes of the network's FLOPs each) at 100% of the measured peak: "
+                  "them (1 + dim passes of the network's FLOPs each) at 100% of the measured peak, and the same in "
+                  "fastscore's tiles, whose lanes step together: the last points of a run leave lanes idle "
+                  "(the schedule replayed from each point's evaluations): "
                   + "; ".join(bounds) + "."]
     return lines
 

@@ -31,6 +31,7 @@ import torch
 
 import fastscore as fs
 import peers
+from lane_schedule import lane_occupancy
 
 pytest.importorskip("torchsde")
 pytest.importorskip("torchdiffeq")
@@ -185,6 +186,7 @@ def matched(model, points: int) -> dict:
 CASES = [(tool, False) for tool in LIKELIHOOD_TOOLS] + [("torchdiffeq", True)]
 
 
+
 @pytest.mark.parametrize("points", POINTS)
 @pytest.mark.parametrize(("tool", "hutchinson"), CASES, ids=[t + ("-hutchinson" if h else "") for t, h in CASES])
 def test_log_prob(benchmark, silu_net, machine, fma_peak, tool, hutchinson, points):
@@ -193,11 +195,13 @@ def test_log_prob(benchmark, silu_net, machine, fma_peak, tool, hutchinson, poin
     run = likelihood_runner(tool, silu_net, m["x"], tol, hutchinson)
     logp = benchmark.pedantic(run, rounds=3 if points > 1000 else 5, iterations=1, warmup_rounds=1)
     worst = (logp.double() - m["ref"]).abs().max().item()
-    evals = None  # fastscore's exact solve: its evaluations x (1 + dim) passes, for its share of the peak
+    evals = occupancy = None  # fastscore's exact solve: its evaluations x (1 + dim) passes, for its share of the peak
     if tool == "fastscore" and not hutchinson:
         _, info = fs.log_prob(silu_net, SDE, m["x"], "rk45", rtol=tol, atol=tol, eps=LIKELIHOOD_EPS, backend="cpu",
                               return_info=True)
         evals = float(info["nfe"].sum()) * (1 + m["x"].shape[1])
+        build = machine["build_info"]
+        occupancy = lane_occupancy(info["nfe"].tolist(), build["tile"], build["openmp_threads"])
     note_case(benchmark, machine, fma_peak, silu_net, task="log_prob", tool=tool + (" hutchinson" if hutchinson else ""),
               n=points, steps=None, evals=evals, tol=tol, worst_error=worst, target_error=m["target"],
-              errors_by_tol={f"{t:g}": e for t, e in m["errors"][tool].items()})
+              lane_occupancy=occupancy, errors_by_tol={f"{t:g}": e for t, e in m["errors"][tool].items()})
