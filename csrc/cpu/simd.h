@@ -190,6 +190,28 @@ struct Lanewise {
 };
 typedef Lanewise<double> TimeLanes;
 
+// acc = w x + acc rounded once, kTile doubles, a native register at a time: as a lane loop
+// inlined into a dense row GCC unpacked the lanes into scalar FMAs (AVX-512) or, under omp
+// simd, rebuilt each register from 16-byte stack stores that its reload stalled on (AVX2)
+inline void fma_doubles(const double* w, const double* x, double* acc) {
+  typedef double NativeDouble __attribute__((vector_size(sizeof(Native))));
+  constexpr int k = sizeof(NativeDouble) / sizeof(double);
+  for (int i = 0; i < kTile; i += k) {
+    NativeDouble a, b, c;
+    std::memcpy(&a, w + i, sizeof a);
+    std::memcpy(&b, x + i, sizeof b);
+    std::memcpy(&c, acc + i, sizeof c);
+#if defined(__AVX512F__)
+    c = (NativeDouble)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__FMA__)
+    c = (NativeDouble)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    for (int j = 0; j < k; ++j) c[j] = ::fma(a[j], b[j], c[j]);
+#endif
+    std::memcpy(acc + i, &c, sizeof c);
+  }
+}
+
 #define FS_LANEWISE_BINARY(op)                                                           \
   template <class T>                                                                     \
   inline auto operator op(const Lanewise<T>& a, const Lanewise<T>& b) {                  \
@@ -255,15 +277,14 @@ template <>
 struct LaneMath<cpu::TimeLanes> {
   using V = cpu::TimeLanes;
   using D = LaneMath<double>;
-  // omp simd: inlined into a dense row, GCC otherwise unpacks the lanes into scalar FMAs
   static V fma(const V& w, const V& x, V acc) {
-#pragma omp simd
-    for (int l = 0; l < cpu::kTile; ++l) acc[l] = D::fma(w[l], x[l], acc[l]);
+    cpu::fma_doubles(w.v, x.v, acc.v);
     return acc;
   }
   static V fma(float w, const V& x, V acc) {
-#pragma omp simd
-    for (int l = 0; l < cpu::kTile; ++l) acc[l] = D::fma(w, x[l], acc[l]);
+    V ws;
+    for (int l = 0; l < cpu::kTile; ++l) ws[l] = w;
+    cpu::fma_doubles(ws.v, x.v, acc.v);
     return acc;
   }
   FS_LANEWISE(exp) FS_LANEWISE(logistic) FS_LANEWISE(expm1) FS_LANEWISE(log1p) FS_LANEWISE(log) FS_LANEWISE(sqrt)
