@@ -9,6 +9,7 @@
 #include "fastscore/likelihood.h"
 #include "fastscore/philox.h"
 #include "kernels.h"
+#include "lone_rows.h"
 #include "tile.h"
 #include "workspace.h"
 
@@ -47,7 +48,7 @@ void score_trace(const Net& packed, size_t n_params, const float* x, const doubl
       double ts[kTile];
       for (int l = 0; l < kTile; ++l) ts[l] = t;
       Lanes trl;
-      score_and_trace<kRows, kKMajor>(net, nt, ts, b.y, b.y5, &trl, b);
+      score_and_trace<TileRows>(net, nt, ts, b.y, b.y5, &trl, b);
       store_tile(b.y5, D, count, s + first * D);
       store_tile(&trl, 1, count, tr + first);
     }
@@ -86,12 +87,27 @@ int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPla
     int count = 0;
     while (count < kTile && load(count)) ++count;
     if (count > 0)
-      failed += adaptive_steps<kRows, kKMajor>(net, sde, p, nt, p.eps, sde.T, D + 1, count, b, lane_nfe, nullptr,
+      failed += adaptive_steps<TileRows>(net, sde, p, nt, p.eps, sde.T, D + 1, count, b, lane_nfe, nullptr,
                                                nullptr, [&](int l) {
                                                  logp[point[l]] = lane_log_prob(sde, D, b, l);
                                                  nfe[point[l]] = lane_nfe[l];
                                                  return load(l);
                                                });
+  }
+  return failed;
+}
+
+// Points one at a time on the calling thread (n < kLonePointsBelow: a tile would compute its
+// empty lanes too), lane type float with the rows vectorised over outputs: a tile lane's bits.
+int64_t log_prob_lone(const Net& net, const SdeParams& sde, const LogProbPlan& p, const float* x, const double* cond,
+                      int64_t n, double* logp, int64_t* nfe) {
+  const NetLayout& L = net.L;
+  LoneWorkspace w(L, p.hutchinson ? 1 : L.dim);
+  const OdeBuffers<float> b = w.buffers();
+  int64_t failed = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (L.cond_dim > 0) import_cond_lane<kKMajor>(net, cond + i * L.cond_dim, w.ca.data(), w.a.data(), 0);
+    failed += log_prob_one<OutputVectors>(net, sde, p, x + i * L.dim, i, b, logp + i, nfe + i);
   }
   return failed;
 }
@@ -102,6 +118,7 @@ int64_t log_prob(const Net& packed, size_t n_params, const SdeParams& sde, const
                  const double* cond, int64_t n, double* logp, int64_t* nfe) {
   const CpuNet staged(packed, n_params);
   const Net& net = staged.net;
+  if (n < kLonePointsBelow) return log_prob_lone(net, sde, p, x, cond, n, logp, nfe);
   if (p.adaptive) return log_prob_refilled(net, sde, p, x, cond, n, logp, nfe);
   const int D = net.L.dim, nt = p.hutchinson ? 1 : D;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
@@ -118,7 +135,7 @@ int64_t log_prob(const Net& packed, size_t n_params, const SdeParams& sde, const
       import_cond_tile(net, cond + first * net.L.cond_dim, count, w.arenas);
       set_directions(D, p.hutchinson, p.seed, first, b.dirs);
       int64_t tile_nfe[kTile];
-      failed += integrate<kRows, kKMajor>(net, sde, p, nt, count, b, tile_nfe);
+      failed += integrate<TileRows>(net, sde, p, nt, count, b, tile_nfe);
       for (int l = 0; l < count; ++l) {
         logp[first + l] = lane_log_prob(sde, D, b, l);
         nfe[first + l] = tile_nfe[l];

@@ -16,12 +16,17 @@ namespace cpu {
 // would compute its empty lanes too (measured at width 64 on AVX-512: 7 lone samples cost
 // about what one tile does)
 constexpr int kLoneBelow = kTile / 2;
+// The likelihood's points run one by one below this (likelihood_cpu.cpp): with 1 + dim passes
+// an evaluation a lone point costs more of a tile than a lone sample does (measured at width
+// 64, dim 2, AVX-512: 4 lone rk45 points in 1.2 ms against a tile's 1.5, 5 in 1.5 against 1.5)
+constexpr int kLonePointsBelow = kTile * 5 / 16;
 
 // accumulators of one pass over the inputs: 64 outputs, in 4 of AVX-512's 32 registers or 8
 // of AVX2's 16 (the weight and the broadcast input take two more)
 constexpr int kLoneVectors = kTile >= 8 ? 64 / kTile : 8;
 
 struct OutputVectors {
+  static constexpr bool kKMajor = true;
   static void dense(const float* W, const float* ib, const float* ia, int n_in, int n_out, const float* x, float* z) {
     int j = 0;
     for (; j + kLoneVectors * kTile <= n_out; j += kLoneVectors * kTile) block<kLoneVectors>(W, ib, ia, n_in, n_out, x, z, j);

@@ -19,7 +19,7 @@ namespace {
 void forward(const Net& net, NetArenas& w, const Lanes* in, Lanes* out) {
   const NetLayout& L = net.L;
   for (int d = 0; d < L.dim; ++d) w.a[d] = in[d];
-  run_lanes<kRows, kKMajor>(net, w.a.data(), Tangents<Lanes>{nullptr, 0, 0});
+  run_lanes<TileRows>(net, w.a.data(), Tangents<Lanes>{nullptr, 0, 0});
   for (int d = 0; d < L.dim; ++d) out[d] = w.a[L.out + d];
 }
 

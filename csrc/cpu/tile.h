@@ -14,6 +14,7 @@ namespace fastscore {
 namespace cpu {
 
 constexpr bool kKMajor = true;
+using TileRows = RowBlocks<kRows, kKMajor>;  // a tile's dense rows: kRows outputs a pass over the inputs
 
 // The network's per-thread arenas: lanes [lane_arena] and the cond phase's double scratch
 // [cond_arena] (the time phase's scratch belongs to its caller: one time or a tile of times).

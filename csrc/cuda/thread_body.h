@@ -23,6 +23,7 @@ constexpr int kMaxArena = 1024;   // lane arena (floats; the tangents take kMaxD
 constexpr int kMaxTimeArena = 512;  // time and cond arenas (doubles)
 constexpr int kRows = 4;          // dense() register blocking: 4 adjacent k-major weights
 constexpr bool kKMajor = true;    // weights as the CPU kernels hold them (net.h weight_index)
+using ThreadRows = RowBlocks<kRows, kKMajor>;
 
 // the sample (thread) a (block, thread) index pair works on
 FS_HD int64_t thread_sample(int block, int thread, int block_dim) { return (int64_t)block * block_dim + thread; }
@@ -60,7 +61,7 @@ FS_HD void sample_thread(const SampleArgs& s, const float* params, int64_t i) {
   float* reg[kMaxRegisters];
   for (int r = 0; r < kMaxRegisters; ++r) reg[r] = regs[r];
   import_cond(net, s.cond, i, ca, a);
-  const LoneNet<RowBlocks<kRows, kKMajor>> tn{net, s.plan, a};
+  const LoneNet<ThreadRows> tn{net, s.plan, a};
   const LoneDraws draws{s.plan.seed, (uint32_t)(s.plan.start + i), D};
   sample_path(s.plan, D, tn, draws, reg);
   for (int d = 0; d < D; ++d) s.out[i * D + d] = reg[0][d];
@@ -83,22 +84,13 @@ struct LogProbArgs {
 // log p of sample i; returns 1 if its rk45 solve gave up, else 0.
 FS_HD int log_prob_thread(const LogProbArgs& s, const float* params, int64_t i) {
   const Net net{s.net.L, s.net.ops, params};
-  const int D = net.L.dim, nt = s.spec.hutchinson ? 1 : D;
+  const int D = net.L.dim;
   float a[kMaxArena], dT[kMaxDim * kMaxArena], dirs[kMaxDim * kMaxDim], sc[kMaxDim], y[kMaxDim + 1], y1[kMaxDim + 1],
       y5[kMaxDim + 1], comp[1], K[kMaxStages * (kMaxDim + 1)];
   double ta[kMaxTimeArena];
   const OdeBuffers<float> b{a, dT, dirs, sc, y, y1, y5, comp, K, ta};
   import_cond(net, s.cond, i, ta, a);  // ta is free until the first time phase
-  for (int d = 0; d < D; ++d) y[d] = s.x[i * D + d];
-  if (s.spec.hutchinson)
-    draw_rademacher<float>(s.spec.seed, (uint32_t)i, 0, D, dirs);
-  else
-    unit_directions(D, dirs);
-  int64_t nfe;
-  const int failed = integrate<kRows, kKMajor>(net, s.sde, s.spec, nt, 1, b, &nfe);
-  s.logp[i] = lane_log_prob(s.sde, D, b, 0);
-  s.nfe[i] = nfe;
-  return failed;
+  return log_prob_one<ThreadRows>(net, s.sde, s.spec, s.x + i * D, i, b, s.logp + i, s.nfe + i);
 }
 
 // A launch of the per-sample adaptive samplers (adaptive_sample.h): every sample from T to eps.
@@ -123,24 +115,9 @@ FS_HD int adaptive_thread(const AdaptiveArgs& s, const float* params, int64_t i)
   double ta[kMaxTimeArena], wt[5 * kMaxDim];  // ggf_steps' Brownian values and scratch
   const OdeBuffers<float> b{a, nullptr, nullptr, sc, y, y1, y5, comp, K, ta};
   import_cond(net, s.cond, i, ta, a);
-  const AdaptivePlan& p = s.plan;
-  const uint32_t index = (uint32_t)(p.start + i);
-  float z[kMaxDim];
-  draw_normals_float(p.spec.seed, index, 0u, (uint32_t)kStreamPrior, D, z);  // as a CPU tile's prior
-  for (int d = 0; d < D; ++d) y[d] = z[d] * p.prior_std;
-  int64_t nfe, accepted, rejected;
-  const int failed = p.brownian ? ggf_steps<kRows, kKMajor>(net, p.sde, p.spec, p.spec.seed, index, 1, b, wt, &nfe,
-                                                            &accepted, &rejected)
-                                : adaptive_steps<kRows, kKMajor>(net, p.sde, p.spec, 0, p.sde.T, p.spec.eps, D, 1, b,
-                                                                 &nfe, &accepted, &rejected);
-  if (p.denoise) {
-    denoise_lanes<kRows, kKMajor>(net, p.sde, p.spec.eps, b);
-    nfe += 1;
-  }
+  const int failed = adaptive_sample_one<ThreadRows>(net, s.plan, (uint32_t)(s.plan.start + i), b, wt, s.nfe + i,
+                                                     s.accepted + i, s.rejected + i);
   for (int d = 0; d < D; ++d) s.out[i * D + d] = y[d];
-  s.nfe[i] = nfe;
-  s.accepted[i] = accepted;
-  s.rejected[i] = rejected;
   return failed;
 }
 

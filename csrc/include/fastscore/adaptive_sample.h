@@ -10,6 +10,7 @@
 #include "common.h"
 #include "lanes.h"
 #include "likelihood.h"
+#include "normals.h"
 #include "philox.h"
 
 namespace fastscore {
@@ -56,10 +57,10 @@ FS_HD void brownian_at(uint64_t seed, uint32_t sample, double t, double eps, dou
 }
 
 // s = s_theta(x) for every lane at its time t[l] (the likelihood's network pass without tangents)
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD void lane_scores(const Net& net, const double* t, const V* x, V* s, const OdeBuffers<V>& w) {
   V unused;
-  score_and_trace<J, KMajor>(net, 0, t, x, s, &unused, w);
+  score_and_trace<Rows>(net, 0, t, x, s, &unused, w);
 }
 
 // the same double for every lane, as a lane vector
@@ -79,7 +80,7 @@ FS_HD V lanes_of(const double* v) {
 // Scratch: w.y1 (x'), w.y5 (x''), stages 0 and 1 (x'_prev, dW); wt [2 NL D + 3 D] doubles.
 // Counts as adaptive_steps; a lane whose step underflows stops with x[D - 1] = NaN. Returns
 // the number of lanes that gave up.
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD int ggf_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, uint64_t seed, int64_t index0,
                     int count, const OdeBuffers<V>& w, double* wt, int64_t* nfe, int64_t* accepted,
                     int64_t* rejected) {
@@ -116,7 +117,7 @@ FS_HD int ggf_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, 
         c1[l] = dt * diffusion_sq(sde, ts[l]);
         c2[l] = ::sqrt(diffusion_sq(sde, ts[l]));
       }
-      lane_scores<J, KMajor>(net, ts, at, w.s, w);
+      lane_scores<Rows>(net, ts, at, w.s, w);
       const V a = lanes_of<V>(c0), b = lanes_of<V>(c1), g = lanes_of<V>(c2);
       for (int d = 0; d < D; ++d) {
         const V step = x[d] + a * at[d] + b * w.s[d] + g * dw[d];
@@ -155,15 +156,35 @@ FS_HD int ggf_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, 
 }
 
 // Tweedie's E[x_0 | x_eps] = (x + sigma(eps)^2 s) / m(eps) on every lane (denoise=True)
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD void denoise_lanes(const Net& net, const SdeParams& sde, double eps, const OdeBuffers<V>& w) {
   constexpr int NL = LaneAccess<V>::count;
   double t[NL];
   for (int l = 0; l < NL; ++l) t[l] = eps;
-  lane_scores<J, KMajor>(net, t, w.y, w.s, w);
+  lane_scores<Rows>(net, t, w.y, w.s, w);
   const double m = mean_coeff(sde, eps), sg = marginal_std(sde, eps);
   const float u = (float)(1.0 / m), v = (float)(sg * sg / m);
   for (int d = 0; d < net.L.dim; ++d) w.y[d] = u * w.y[d] + v * w.s[d];
+}
+
+// One sample of an adaptive run in lane type float (a CUDA thread, or a lone sample on the
+// CPU): sample `index`'s prior draw (a tile lane's) into w.y, the solve from T to eps, and
+// Tweedie's step if asked (one more evaluation); the cond imports must already be in w.a.
+// wt: 5 dim doubles (ggf_steps' Brownian values). Returns 1 if the solve gave up.
+template <class Rows>
+FS_HD int adaptive_sample_one(const Net& net, const AdaptivePlan& p, uint32_t index, const OdeBuffers<float>& w,
+                              double* wt, int64_t* nfe, int64_t* accepted, int64_t* rejected) {
+  const int D = net.L.dim;
+  draw_normals_float(p.spec.seed, index, 0u, (uint32_t)kStreamPrior, D, w.y);
+  for (int d = 0; d < D; ++d) w.y[d] = w.y[d] * p.prior_std;
+  const int failed =
+      p.brownian ? ggf_steps<Rows>(net, p.sde, p.spec, p.spec.seed, index, 1, w, wt, nfe, accepted, rejected)
+                 : adaptive_steps<Rows>(net, p.sde, p.spec, 0, p.sde.T, p.spec.eps, D, 1, w, nfe, accepted, rejected);
+  if (p.denoise) {
+    denoise_lanes<Rows>(net, p.sde, p.spec.eps, w);
+    *nfe += 1;
+  }
+  return failed;
 }
 
 }  // namespace fastscore

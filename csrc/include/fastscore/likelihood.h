@@ -11,6 +11,7 @@
 #include "lanes.h"
 #include "net.h"
 #include "ode.h"
+#include "philox.h"
 #include "sde.h"
 
 namespace fastscore {
@@ -38,16 +39,16 @@ FS_HD void unit_directions(int D, V* dirs) {
 // time phase runs on every lane at its own time; the cond imports must already be in w.a.
 // Tangents go through the same rows as the values: about (1 + nt) forward passes, no
 // autograd, no noise when exact.
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD void score_and_trace(const Net& net, int nt, const double* t, const V* x, V* s, V* tr, const OdeBuffers<V>& w) {
   const NetLayout& L = net.L;
   const int D = L.dim, as = L.lane_arena;
-  run_time<KMajor>(net, t, w.ta);
+  run_time<Rows::kKMajor>(net, t, w.ta);
   for (int j = 0; j < L.n_texp; ++j) w.a[D + j] = TimePhase<V>::round(w.ta[time_export(L) + j]);
   for (int d = 0; d < D; ++d) w.a[d] = x[d];
   for (int i = 0; i < nt; ++i)
     for (int d = 0; d < D; ++d) w.dT[(size_t)i * as + d] = w.dirs[i * D + d];
-  run_lanes<J, KMajor>(net, w.a, Tangents<V>{w.dT, nt, as});
+  run_lanes<Rows>(net, w.a, Tangents<V>{w.dT, nt, as});
   V acc{};
   for (int i = 0; i < nt; ++i)
     for (int d = 0; d < D; ++d) acc += w.dirs[i * D + d] * w.dT[(size_t)i * as + L.out + d];
@@ -57,12 +58,12 @@ FS_HD void score_and_trace(const Net& net, int nt, const double* t, const V* x, 
 
 // k [dim + 1] = augmented velocity at y [dim + 1], lane l at time t[l]:
 // dx/dt = f x - 1/2 g^2 s,  d delta/dt = dim f - 1/2 g^2 tr(ds/dx).
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD_OUTLINE void velocity(const Net& net, const SdeParams& sde, int nt, const double* t, const V* y, V* k,
                             const OdeBuffers<V>& w) {
   const int D = net.L.dim;
   V tr;
-  score_and_trace<J, KMajor>(net, nt, t, y, w.s, &tr, w);
+  score_and_trace<Rows>(net, nt, t, y, w.s, &tr, w);
   V fc{}, g2h{};
   double last = NAN, cf = 0, cg = 0;
   for (int l = 0; l < LaneAccess<V>::count; ++l) {
@@ -88,7 +89,7 @@ FS_HD void add_compensated(V& sum, V& comp, V incr) {
 }
 
 // Fixed-step Runge–Kutta (euler, heun, rk4) from w.y at eps to T; nfe [lanes].
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD void fixed_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt,
                        const OdeBuffers<V>& w, int64_t* nfe) {
   constexpr int NL = LaneAccess<V>::count;
@@ -106,7 +107,7 @@ FS_HD void fixed_steps(const Net& net, const SdeParams& sde, const LogProbPlan& 
         w.y1[c] = acc;
       }
       for (int l = 0; l < NL; ++l) t[l] = t0 + tab.c[i] * h;
-      velocity<J, KMajor>(net, sde, nt, t, w.y1, w.stage(i, D), w);
+      velocity<Rows>(net, sde, nt, t, w.y1, w.stage(i, D), w);
     }
     for (int c = 0; c <= D; ++c) {
       V incr{};
@@ -139,7 +140,7 @@ struct NoRefill {
 // true), after which the lane starts over from t0 at the next evaluation, so no lane idles
 // while the others finish an attempt. Without a refill (false: NoRefill) it idles until every
 // lane is done.
-template <int J, bool KMajor, class V, class Refill = NoRefill>
+template <class Rows, class V, class Refill = NoRefill>
 FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt, double t0, double t1,
                          int C, int count, const OdeBuffers<V>& w, int64_t* nfe, int64_t* accepted = nullptr,
                          int64_t* rejected = nullptr, const Refill& refill = Refill{}) {
@@ -195,7 +196,7 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
       w.y1[c] = w.y[c] + hv * acc;
       w.y5[c] = w.y1[c];  // the end point, for the lanes at their last stage
     }
-    velocity<J, KMajor>(net, sde, nt, ts, w.y1, w.y1, w);  // in place: y1 becomes its derivative
+    velocity<Rows>(net, sde, nt, ts, w.y1, w.y1, w);  // in place: y1 becomes its derivative
     for (int i = 0; i < S; ++i)
       for (int c = 0; c < C; ++c) w.stage(i, D)[c] = where(sv == (float)i, w.y1[c], w.stage(i, D)[c]);
     // the lanes at their last stage: error norm and control, lane by lane
@@ -253,13 +254,13 @@ FS_HD int adaptive_steps(const Net& net, const SdeParams& sde, const LogProbPlan
 // Integrates every lane from x at eps (w.y [0, dim), set by the caller, with the tangent
 // directions in w.dirs) to T; log p of lane l is then lane_log_prob(sde, D, w, l). Returns the
 // number of lanes that gave up (rk45).
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD int integrate(const Net& net, const SdeParams& sde, const LogProbPlan& p, int nt,
                     int count, const OdeBuffers<V>& w, int64_t* nfe) {
   w.y[net.L.dim] = V{};
   w.comp[0] = V{};
-  if (p.adaptive) return adaptive_steps<J, KMajor>(net, sde, p, nt, p.eps, sde.T, net.L.dim + 1, count, w, nfe);
-  fixed_steps<J, KMajor>(net, sde, p, nt, w, nfe);
+  if (p.adaptive) return adaptive_steps<Rows>(net, sde, p, nt, p.eps, sde.T, net.L.dim + 1, count, w, nfe);
+  fixed_steps<Rows>(net, sde, p, nt, w, nfe);
   return 0;
 }
 
@@ -272,6 +273,24 @@ FS_HD double lane_log_prob(const SdeParams& sde, int D, const OdeBuffers<V>& w, 
   const double prior = -0.5 * sq / (ps * ps) - 0.5 * D * ::log(2.0 * 3.14159265358979323846 * ps * ps);
   // Kahan: the sum minus its lost low-order bits
   return prior + ((double)LaneAccess<V>::get(w.y[D], l) - (double)LaneAccess<V>::get(w.comp[0], l));
+}
+
+// One point's log p in lane type float (a CUDA thread, or a lone point on the CPU): x [dim]
+// into w with its directions (the unit vectors, or point `index`'s Rademacher probe, as a
+// tile lane's), then integrate(); the cond imports must already be in w.a. log p into *logp,
+// its evaluations into *nfe; returns 1 if its rk45 solve gave up.
+template <class Rows>
+FS_HD int log_prob_one(const Net& net, const SdeParams& sde, const LogProbPlan& p, const float* x, int64_t index,
+                       const OdeBuffers<float>& w, double* logp, int64_t* nfe) {
+  const int D = net.L.dim;
+  for (int d = 0; d < D; ++d) w.y[d] = x[d];
+  if (p.hutchinson)
+    draw_rademacher<float>(p.seed, (uint32_t)index, 0, D, w.dirs);
+  else
+    unit_directions(D, w.dirs);
+  const int failed = integrate<Rows>(net, sde, p, p.hutchinson ? 1 : D, 1, w, nfe);
+  *logp = lane_log_prob(sde, D, w, 0);
+  return failed;
 }
 
 }  // namespace fastscore

@@ -96,6 +96,7 @@ FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_o
 // product vectorised over outputs (csrc/cpu/lone_rows.h), with the same bits per output.
 template <int J, bool KMajor>
 struct RowBlocks {
+  static constexpr bool kKMajor = KMajor;  // where its weights are (the time phase reads them too)
   template <class V, class S>
   static FS_HD void dense(const float* W, const float* ib, const V* ia, int n_in, int n_out, const S* x, V* z) {
     fastscore::dense<J, KMajor>(W, ib, ia, n_in, n_out, x, z);
@@ -391,9 +392,9 @@ FS_HD void import_cond_lane(const Net& net, const double* c, double* ca, V* a, i
 
 // The lane phase: arena a [lane_arena] holds x at [0, dim) and the imports; the score is then
 // at a + L.out.
-template <int J, bool KMajor, class V>
+template <class Rows, class V>
 FS_HD void run_lanes(const Net& net, V* a, Tangents<V> tg) {
-  run_net<RowBlocks<J, KMajor>, V>(net, first_lane_op(net.L), net.L.n_ops, nullptr, a, tg);
+  run_net<Rows, V>(net, first_lane_op(net.L), net.L.n_ops, nullptr, a, tg);
 }
 
 // a[dim + j] <- splat(row[j]): one time value's imports for every lane
