@@ -229,7 +229,7 @@ SamplePlan to_sample_plan(const Net& net, const I32& ops, int n_body, int n_slot
 // float64 [stages + 3, stages] (rows: c, a (stages rows), b, e), controller float64 [6]
 // (h0_fraction, safety, min_factor, max_factor, exponent, max_attempts, min_step_fraction).
 LogProbPlan to_log_prob_plan(const SdeParams& sde, bool adaptive, const F64& tableau, const F64& controller, int steps,
-                             double eps, double rtol, double atol, bool hutchinson, uint64_t seed) {
+                             double eps, double rtol, double atol, bool hutchinson, uint64_t seed, int64_t start) {
   require(tableau.ndim() == 2 && tableau.shape(1) >= 1 && tableau.shape(1) <= kMaxStages &&
               tableau.shape(0) == tableau.shape(1) + 3,
           "tableau must be float64 [stages + 3, stages] with 1 <= stages <= 7");
@@ -266,8 +266,10 @@ LogProbPlan to_log_prob_plan(const SdeParams& sde, bool adaptive, const F64& tab
   p.eps = eps;
   p.rtol = rtol;
   p.atol = atol;
+  require(start >= 0, "start must be >= 0");
   p.hutchinson = hutchinson;
   p.seed = seed;
+  p.start = start;
   return p;
 }
 
@@ -287,7 +289,7 @@ AdaptivePlan to_adaptive_plan(const SdeTuple& sde, bool brownian, const F64& tab
                               int64_t start) {
   AdaptivePlan p;
   p.sde = to_sde(sde);
-  p.spec = to_log_prob_plan(p.sde, true, tableau, controller, 1, eps, rtol, atol, false, seed);
+  p.spec = to_log_prob_plan(p.sde, true, tableau, controller, 1, eps, rtol, atol, false, seed, 0);
   require(n >= 0 && start >= 0 && start + n <= kStreamIndices, "need n >= 0, start >= 0, start + n <= 2**32");
   require(std::isfinite(prior_std) && prior_std > 0, "prior_std must be finite and > 0");
   p.brownian = brownian;
@@ -577,11 +579,12 @@ PYBIND11_MODULE(_core, mod) {
   mod.def(
       "log_prob",
       [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, F32 x, py::object cond, bool adaptive,
-         F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed) {
+         F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed,
+         int64_t start) {
         const CheckedNet c = to_net(params, ops, header);
         const SdeParams s = to_sde(sde);
         const LogProbPlan spec =
-            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
+            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed, start);
         check_rows(x, c.net.L.dim);
         F64 keep;
         const double* cp = to_cond(cond, c.net.L, x.shape(0), keep);
@@ -589,7 +592,8 @@ PYBIND11_MODULE(_core, mod) {
           return cpu::log_prob(c.net, c.n_params, s, spec, xp, cp, n, lp, nfe);
         });
       },
-      "(log p [n], nfe [n], failed) by the probability-flow ODE with the given integrator", LOG_PROB_ARGS);
+      "(log p [n], nfe [n], failed) by the probability-flow ODE with the given integrator", LOG_PROB_ARGS,
+      py::arg("start") = 0);
 
   // The CUDA kernels' launches with every thread body run on the CPU (csrc/cuda/emulate.cpp).
   mod.def(
@@ -611,11 +615,11 @@ PYBIND11_MODULE(_core, mod) {
       "emulate_log_prob",
       [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, F32 x, py::object cond, bool adaptive,
          F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson, uint64_t seed,
-         bool stage_shared) {
+         bool stage_shared, int64_t start) {
         const CheckedNet c = to_cuda_net(params, ops, header);
         const SdeParams s = to_sde(sde);
         const LogProbPlan spec =
-            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
+            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed, start);
         check_rows(x, c.net.L.dim);
         F64 keep;
         const double* cp = to_cond(cond, c.net.L, x.shape(0), keep);
@@ -624,7 +628,7 @@ PYBIND11_MODULE(_core, mod) {
         });
       },
       "the CUDA likelihood launch emulated on the CPU: (log p [n], nfe [n], failed)", LOG_PROB_ARGS,
-      py::arg("stage_shared"));
+      py::arg("stage_shared"), py::arg("start") = 0);
 
   mod.def(
       "emulate_sample_adaptive",
@@ -675,11 +679,11 @@ PYBIND11_MODULE(_core, mod) {
       "cuda_log_prob",
       [](F32 params, I32 ops, const NetTuple& header, const SdeTuple& sde, uintptr_t x, int64_t n, py::object cond,
          bool adaptive, F64 tableau, F64 controller, int steps, double eps, double rtol, double atol, bool hutchinson,
-         uint64_t seed, uintptr_t logp, uintptr_t nfe, int device, uintptr_t stream) {
+         uint64_t seed, uintptr_t logp, uintptr_t nfe, int device, uintptr_t stream, int64_t start) {
         const CheckedNet c = to_cuda_net(params, ops, header);
         const SdeParams s = to_sde(sde);
         const LogProbPlan spec =
-            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed);
+            to_log_prob_plan(s, adaptive, tableau, controller, steps, eps, rtol, atol, hutchinson, seed, start);
         require(n >= 0, "n must be >= 0");
         F64 keep;
         const double* cp = to_cond(cond, c.net.L, n, keep);
@@ -691,7 +695,7 @@ PYBIND11_MODULE(_core, mod) {
       "float64); waits for `stream` and returns the number of failed rk45 solves",
       NET_ARGS, py::arg("sde"), py::arg("x"), py::arg("n"), py::arg("cond"), py::arg("adaptive"), py::arg("tableau"),
       py::arg("controller"), py::arg("steps"), py::arg("eps"), py::arg("rtol"), py::arg("atol"), py::arg("hutchinson"),
-      py::arg("seed"), py::arg("logp"), py::arg("nfe"), py::arg("device"), py::arg("stream"));
+      py::arg("seed"), py::arg("logp"), py::arg("nfe"), py::arg("device"), py::arg("stream"), py::arg("start") = 0);
 
   mod.def(
       "cuda_sample_adaptive",

@@ -60,6 +60,23 @@ def test_the_reference_runs_whole(small_chunks, tmp_path):
     assert seen == [40, 30] and torch.equal(lp, fs.log_prob(model, sde, points, "rk45", backend="torch", cond=cond))
 
 
+@pytest.mark.parametrize("backend", NATIVE_BACKENDS)
+def test_hutchinson_chunks_keep_each_point_s_probe(monkeypatch, backend):
+    """A chunk's points take the probes of their indices in the whole call (its offset goes to
+    the kernel), so the chunking, which follows the measured rate, changes no value."""
+    seed = fresh_seed()
+    model, sde = _model(seed), fs.VPSDE()
+    x, cond = torch.randn(60, 2), torch.randn(60, 1)
+    request = (model, sde, "heun", 6)
+    whole = fs.LogProb(*request, backend=backend, trace="hutchinson", seed=seed)(x, cond=cond)
+    monkeypatch.setattr(chunks, "MAX_FIRST_CHUNK", 5)
+    monkeypatch.setattr(chunks, "MAX_CHUNK", 37)
+    seen = []
+    got = fs.LogProb(*request, backend=backend, trace="hutchinson", seed=seed)(
+        x, cond=cond, callback=lambda done, total: seen.append(done))
+    assert len(seen) > 2 and torch.equal(got, whole)
+
+
 def test_log_prob_chunks_give_one_call_s_values(small_chunks):
     seed = fresh_seed()
     model, sde = _model(seed), fs.VPSDE()

@@ -391,7 +391,7 @@ def test_kernels_raise_on_unknown_codes_themselves():
     for sde, method, match in (((9, 0.1, 20.0, 1.0), 0, "unknown SDE kind"),
                                ((0, 0.1, 20.0, 1.0), 9, "unknown log_prob")):
         with pytest.raises(ValueError, match=match):
-            k.log_prob_kernel(net, sde, x, none, method, 2, 1e-3, 1e-5, 1e-5, False, k0, k1, x_T, delta, nfe)
+            k.log_prob_kernel(net, sde, x, none, method, 2, 1e-3, 1e-5, 1e-5, False, k0, k1, 0, x_T, delta, nfe)
 
 
 def _bad_cases():

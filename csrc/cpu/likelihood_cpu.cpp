@@ -80,7 +80,7 @@ int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPla
       b.comp[0][l] = 0.0f;
       if (net.L.cond_dim > 0)
         import_cond_lane<kKMajor>(net, cond + i * net.L.cond_dim, w.arenas.ca.data(), w.arenas.a.data(), l);
-      if (p.hutchinson) rademacher_lane(p.seed, i, D, b.dirs, l);
+      if (p.hutchinson) rademacher_lane(p.seed, p.start + i, D, b.dirs, l);
       return true;
     };
     for (int c = 0; c <= D; ++c) b.y[c] = Lanes{};
@@ -133,7 +133,7 @@ int64_t log_prob(const Net& packed, size_t n_params, const SdeParams& sde, const
       const int count = tile_count(first, n);
       load_tile(x + first * D, D, count, b.y);
       import_cond_tile(net, cond + first * net.L.cond_dim, count, w.arenas);
-      set_directions(D, p.hutchinson, p.seed, first, b.dirs);
+      set_directions(D, p.hutchinson, p.seed, p.start + first, b.dirs);
       int64_t tile_nfe[kTile];
       failed += integrate<TileRows>(net, sde, p, nt, count, b, tile_nfe);
       for (int l = 0; l < count; ++l) {

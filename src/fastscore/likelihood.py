@@ -109,7 +109,8 @@ class LogProb:
         return (logp, {"nfe": nfe}) if return_info else logp
 
     def _chunk(self, x, cond, offset: int):
-        logp, nfe = module(self.backend).log_prob(self._model, self._sde, x, self.plan, cond)
+        # offset: the chunk's first point, so its Hutchinson probes are those of the whole call
+        logp, nfe = module(self.backend).log_prob(self._model, self._sde, x, self.plan, cond, start=offset)
         check_finite_result(logp, self._what, offset)
         return logp.to(x.device), nfe.to(x.device)  # outputs live where the points do
 

@@ -276,8 +276,8 @@ FS_HD double lane_log_prob(const SdeParams& sde, int D, const OdeBuffers<V>& w, 
 }
 
 // One point's log p in lane type float (a CUDA thread, or a lone point on the CPU): x [dim]
-// into w with its directions (the unit vectors, or point `index`'s Rademacher probe, as a
-// tile lane's), then integrate(); the cond imports must already be in w.a. log p into *logp,
+// into w with its directions (the unit vectors, or the Rademacher probe of the call's point
+// `index`, as a tile lane's), then integrate(); the cond imports must already be in w.a. log p into *logp,
 // its evaluations into *nfe; returns 1 if its rk45 solve gave up.
 template <class Rows>
 FS_HD int log_prob_one(const Net& net, const SdeParams& sde, const LogProbPlan& p, const float* x, int64_t index,
@@ -285,7 +285,7 @@ FS_HD int log_prob_one(const Net& net, const SdeParams& sde, const LogProbPlan& 
   const int D = net.L.dim;
   for (int d = 0; d < D; ++d) w.y[d] = x[d];
   if (p.hutchinson)
-    draw_rademacher<float>(p.seed, (uint32_t)index, 0, D, w.dirs);
+    draw_rademacher<float>(p.seed, (uint32_t)(p.start + index), 0, D, w.dirs);
   else
     unit_directions(D, w.dirs);
   const int failed = integrate<Rows>(net, sde, p, p.hutchinson ? 1 : D, 1, w, nfe);

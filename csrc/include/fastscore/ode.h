@@ -41,6 +41,7 @@ struct LogProbPlan {
   double eps, rtol, atol;
   bool hutchinson;  // one Rademacher probe per sample (stream kStreamProbe, step 0)
   unsigned long long seed;
+  int64_t start;  // the stream index of the call's first point (a chunk's offset in its run)
   Tableau tab;
   Controller ctl;
 };

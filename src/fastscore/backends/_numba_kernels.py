@@ -406,11 +406,12 @@ def score_trace_kernel(net, x, cond, t, hutchinson, k0, k1, s_out, tr_out):
 
 
 @njit(parallel=True, **_JIT)
-def log_prob_kernel(net, sde, x_in, cond, method, steps, eps, rtol, atol, hutchinson, k0, k1, x_out, delta_out,
-                    nfe_out):
+def log_prob_kernel(net, sde, x_in, cond, method, steps, eps, rtol, atol, hutchinson, k0, k1, start, x_out,
+                    delta_out, nfe_out):
     """Integrates y = [x, delta] from eps to T for every sample: x_out [n, dim] = x(T),
-    delta_out [n] = delta(T) (float64), nfe_out [n]. Returns the number of samples for which
-    rk45 gave up (more than RK45_MAX_ATTEMPTS attempted steps)."""
+    delta_out [n] = delta(T) (float64), nfe_out [n]; sample i's probe is that of stream index
+    start + i. Returns the number of samples for which rk45 gave up (more than
+    RK45_MAX_ATTEMPTS attempted steps)."""
     if not (0 <= sde[0] <= _MAX_KIND):
         raise ValueError("unknown SDE kind (fastscore.sde.SDE_CLASSES)")
     if not (method == LP_RK45 or (0 <= method < FIXED_STAGES.shape[0] and FIXED_STAGES[method] > 0)):
@@ -438,7 +439,7 @@ def log_prob_kernel(net, sde, x_in, cond, method, steps, eps, rtol, atol, hutchi
         # one set of directions per sample for the whole solve; Hutchinson probes are
         # addressed by the index in this batch (as reference.log_prob: no start offset)
         dirs = np.empty((nt, dim, LANES), dtype=np.float32)
-        set_directions(hutchinson, k0, k1, first, dirs)
+        set_directions(hutchinson, k0, k1, start + first, dirs)
         if method != LP_RK45:
             # fixed steps on t_k = eps + k h with the tableaux of integrators.FIXED
             hh = (T - eps) / steps

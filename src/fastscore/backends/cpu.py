@@ -119,12 +119,13 @@ def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor,
     return torch.from_numpy(x), info
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None,
+             start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     xs = x.detach().to("cpu", torch.float32).contiguous().numpy()
     logp, nfe, failed = _core.log_prob(*net_args(pack(model)), sde_tuple(sde), xs, cond_array(cond),
                                        *integrator_args(plan.method),
                                        plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson",
-                                       plan.seed)
+                                       plan.seed, start=start)
     rk45_failure(failed, len(xs))
     return torch.from_numpy(logp), torch.from_numpy(nfe)
 

@@ -66,7 +66,8 @@ def sample_adaptive(model, plan: AdaptivePlan, cond=None) -> tuple[torch.Tensor,
     return out, {"nfe": nfe, "accepted": acc, "rejected": rej}
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None,
+             start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     device = x.device if x.is_cuda else model_device(model)
     xs = x.detach().to(device=device, dtype=torch.float32).contiguous()
     n = xs.shape[0]
@@ -75,6 +76,6 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> 
     stream = torch.cuda.current_stream(device).cuda_stream
     failed = _core.cuda_log_prob(*net_args(pack(model)), sde_tuple(sde), xs.data_ptr(), n, cond_array(cond),
                                  *integrator_args(plan.method), plan.steps, plan.eps, plan.rtol, plan.atol, plan.trace == "hutchinson", plan.seed,
-                                 logp.data_ptr(), nfe.data_ptr(), device.index, stream)
+                                 logp.data_ptr(), nfe.data_ptr(), device.index, stream, start=start)
     rk45_failure(failed, n)
     return logp, nfe

@@ -239,7 +239,8 @@ def sample(model, plan: SamplePlan, cond=None) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None,
+             start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     if plan.method not in LOG_PROB_CODES or plan.trace not in TRACES:
         raise ValueError(f"backend 'numba': unknown log_prob method {plan.method!r} or trace {plan.trace!r}")
     p = pack(model)
@@ -257,7 +258,7 @@ def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> 
         with _launch:
             failed = k.log_prob_kernel(net, _sde_args(sde), xs, c, LOG_PROB_CODES[plan.method],
                                        int(plan.steps), float(plan.eps), float(plan.rtol), float(plan.atol),
-                                       plan.trace == "hutchinson", k0, k1, x_T, delta, nfe)
+                                       plan.trace == "hutchinson", k0, k1, start, x_T, delta, nfe)
         if failed:
             raise RuntimeError(f"rk45 gave up on {failed} of {n} samples (more than {k.RK45_MAX_ATTEMPTS} attempted "
                                "steps); loosen rtol/atol or use a fixed-step method")

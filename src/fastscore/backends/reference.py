@@ -263,17 +263,19 @@ def _augmented(score, sde, x, t, probe):
     return v, x.shape[1] * sde.drift_coeff(t) - 0.5 * sde.diffusion_sq(t) * tr
 
 
-def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+def log_prob(model, sde: SDE, x: torch.Tensor, plan: LogProbPlan, cond=None,
+             start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p_eps(x) [n] in nats, network evaluations per sample [n]): integrate [x, delta]
     from eps to T along the probability flow, then log p = log p_T(x_T) + delta(T) (seed
-    000's ``likelihood_ode``)."""
+    000's ``likelihood_ode``). start: the stream index of x's first point (a chunk's offset),
+    whose Hutchinson probe it takes, as on every backend."""
     dtype, device = _model_dtype_device(model)
     x = x.to(dtype=dtype, device=device)
     score = conditioned(model, cond, dtype, device)
     probe = None
     if plan.trace == "hutchinson":
         # one probe per sample for the whole solve (FFJORD's choice): the ODE stays smooth
-        z = rng.rademacher(plan.seed, np.arange(x.shape[0]), 0, plan.dim)
+        z = rng.rademacher(plan.seed, start + np.arange(x.shape[0]), 0, plan.dim)
         probe = torch.from_numpy(z).to(x.dtype).to(x.device)
     if plan.method == "rk45":
         return _log_prob_scipy(score, sde, x, plan, probe)
