@@ -186,7 +186,6 @@ def matched(model, points: int) -> dict:
 CASES = [(tool, False) for tool in LIKELIHOOD_TOOLS] + [("torchdiffeq", True)]
 
 
-
 @pytest.mark.parametrize("points", POINTS)
 @pytest.mark.parametrize(("tool", "hutchinson"), CASES, ids=[t + ("-hutchinson" if h else "") for t, h in CASES])
 def test_log_prob(benchmark, silu_net, machine, fma_peak, tool, hutchinson, points):

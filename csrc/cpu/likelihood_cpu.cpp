@@ -36,14 +36,14 @@ void score_trace(const Net& packed, size_t n_params, const float* x, const doubl
   const int64_t n_tiles = (n + kTile - 1) / kTile;
 #pragma omp parallel
   {
-    LpWorkspace w(net.L, nt);
+    OdeWorkspace<Lanes> w(net.L, nt);
     const OdeBuffers<Lanes> b = w.buffers();
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
       load_tile(x + first * D, D, count, b.y);
-      import_cond_tile(net, cond + first * net.L.cond_dim, count, w.arenas);
+      import_cond_tile(net, cond + first * net.L.cond_dim, count, w.ca.data(), w.a.data());
       set_directions(D, hutchinson, seed, first, b.dirs);
       double ts[kTile];
       for (int l = 0; l < kTile; ++l) ts[l] = t;
@@ -66,7 +66,7 @@ int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPla
   int64_t failed = 0;
 #pragma omp parallel reduction(+ : failed)
   {
-    LpWorkspace w(net.L, nt);
+    OdeWorkspace<Lanes> w(net.L, nt);
     const OdeBuffers<Lanes> b = w.buffers();
     if (!p.hutchinson) unit_directions(D, b.dirs);
     int64_t point[kTile], lane_nfe[kTile];
@@ -79,7 +79,7 @@ int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPla
       b.y[D][l] = 0.0f;
       b.comp[0][l] = 0.0f;
       if (net.L.cond_dim > 0)
-        import_cond_lane<kKMajor>(net, cond + i * net.L.cond_dim, w.arenas.ca.data(), w.arenas.a.data(), l);
+        import_cond_lane<kKMajor>(net, cond + i * net.L.cond_dim, w.ca.data(), w.a.data(), l);
       if (p.hutchinson) rademacher_lane(p.seed, p.start + i, D, b.dirs, l);
       return true;
     };
@@ -87,12 +87,12 @@ int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPla
     int count = 0;
     while (count < kTile && load(count)) ++count;
     if (count > 0)
-      failed += adaptive_steps<TileRows>(net, sde, p, nt, p.eps, sde.T, D + 1, count, b, lane_nfe, nullptr,
-                                               nullptr, [&](int l) {
-                                                 logp[point[l]] = lane_log_prob(sde, D, b, l);
-                                                 nfe[point[l]] = lane_nfe[l];
-                                                 return load(l);
-                                               });
+      failed += adaptive_steps<TileRows>(net, sde, p, nt, p.eps, sde.T, D + 1, count, b, lane_nfe, nullptr, nullptr,
+                                         [&](int l) {
+                                           logp[point[l]] = lane_log_prob(sde, D, b, l);
+                                           nfe[point[l]] = lane_nfe[l];
+                                           return load(l);
+                                         });
   }
   return failed;
 }
@@ -102,7 +102,7 @@ int64_t log_prob_refilled(const Net& net, const SdeParams& sde, const LogProbPla
 int64_t log_prob_lone(const Net& net, const SdeParams& sde, const LogProbPlan& p, const float* x, const double* cond,
                       int64_t n, double* logp, int64_t* nfe) {
   const NetLayout& L = net.L;
-  LoneWorkspace w(L, p.hutchinson ? 1 : L.dim);
+  OdeWorkspace<float> w(L, p.hutchinson ? 1 : L.dim);
   const OdeBuffers<float> b = w.buffers();
   int64_t failed = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -125,14 +125,14 @@ int64_t log_prob(const Net& packed, size_t n_params, const SdeParams& sde, const
   int64_t failed = 0;
 #pragma omp parallel reduction(+ : failed)
   {
-    LpWorkspace w(net.L, nt);
+    OdeWorkspace<Lanes> w(net.L, nt);
     const OdeBuffers<Lanes> b = w.buffers();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
       load_tile(x + first * D, D, count, b.y);
-      import_cond_tile(net, cond + first * net.L.cond_dim, count, w.arenas);
+      import_cond_tile(net, cond + first * net.L.cond_dim, count, w.ca.data(), w.a.data());
       set_directions(D, p.hutchinson, p.seed, p.start + first, b.dirs);
       int64_t tile_nfe[kTile];
       failed += integrate<TileRows>(net, sde, p, nt, count, b, tile_nfe);

@@ -89,7 +89,7 @@ void net_eval(const Net& packed, size_t n_params, const float* x, const double* 
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
       load_tile(x + first * L.dim, L.dim, count, r.reg[0]);
-      import_cond_tile(net, cond + first * L.cond_dim, count, w);
+      import_cond_tile(net, cond + first * L.cond_dim, count, w.ca.data(), w.a.data());
       import_time_row(L, row.data(), w.a.data());
       forward(net, w, r.reg[0], r.reg[1]);
       store_tile(r.reg[1], L.dim, count, out + first * L.dim);
@@ -113,7 +113,7 @@ void sample(const Net& net, const SamplePlan& p, const double* cond, int64_t n, 
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t first = tile * kTile;
       const int count = tile_count(first, n);
-      import_cond_tile(net, cond + first * L.cond_dim, count, w);
+      import_cond_tile(net, cond + first * L.cond_dim, count, w.ca.data(), w.a.data());
       TileDraws draws{p.seed, p.start + first, L.dim};
       sample_path(p, L.dim, tn, draws, r.reg);
       store_tile(r.reg[0], L.dim, count, out + first * L.dim);

@@ -25,12 +25,12 @@ struct NetArenas {
 };
 
 // The cond imports of the tile's samples: the cond phase of each real sample's condition
-// cond [count, cond_dim] (padding lanes take the first's), into a's cond region.
-inline void import_cond_tile(const Net& net, const double* cond, int count, NetArenas& w) {
+// cond [count, cond_dim] (padding lanes take the first's), into a's cond region (ca: scratch).
+inline void import_cond_tile(const Net& net, const double* cond, int count, double* ca, Lanes* a) {
   const NetLayout& L = net.L;
   if (L.cond_dim == 0) return;
   for (int l = 0; l < kTile; ++l)
-    import_cond_lane<kKMajor>(net, cond + (int64_t)(l < count ? l : 0) * L.cond_dim, w.ca.data(), w.a.data(), l);
+    import_cond_lane<kKMajor>(net, cond + (int64_t)(l < count ? l : 0) * L.cond_dim, ca, a, l);
 }
 
 // number of real samples in the tile that starts at sample `first` of n

@@ -112,7 +112,7 @@ FS_HD int adaptive_thread(const AdaptiveArgs& s, const float* params, int64_t i)
   // no tangents (the samplers evaluate the score alone), so no dT or directions
   float a[kMaxArena], sc[kMaxDim], y[kMaxDim + 1], y1[kMaxDim + 1], y5[kMaxDim + 1], comp[1],
       K[kMaxStages * (kMaxDim + 1)];
-  double ta[kMaxTimeArena], wt[5 * kMaxDim];  // ggf_steps' Brownian values and scratch
+  double ta[kMaxTimeArena], wt[ggf_scratch(1, kMaxDim)];
   const OdeBuffers<float> b{a, nullptr, nullptr, sc, y, y1, y5, comp, K, ta};
   import_cond(net, s.cond, i, ta, a);
   const int failed = adaptive_sample_one<ThreadRows>(net, s.plan, (uint32_t)(s.plan.start + i), b, wt, s.nfe + i,

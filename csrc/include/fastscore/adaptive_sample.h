@@ -56,6 +56,10 @@ FS_HD void brownian_at(uint64_t seed, uint32_t sample, double t, double eps, dou
   for (int d = 0; d < D; ++d) W[d] = wa[d] + (wb[d] - wa[d]) * f;
 }
 
+// ggf_steps' double scratch for `lanes` lanes of dimension D: each lane's Brownian values now and
+// next, and brownian_at's scratch
+FS_HD constexpr int ggf_scratch(int lanes, int D) { return 2 * lanes * D + 3 * D; }
+
 // s = s_theta(x) for every lane at its time t[l] (the likelihood's network pass without tangents)
 template <class Rows, class V>
 FS_HD void lane_scores(const Net& net, const double* t, const V* x, V* s, const OdeBuffers<V>& w) {
@@ -77,7 +81,7 @@ FS_HD V lanes_of(const double* v) {
 //   x'  = x - h (f(t) x - g(t)^2 s(x, t)) + g(t) dW
 //   x'' = (x' + x - h (f(t-h) x' - g(t-h)^2 s(x', t-h)) + g(t-h) dW) / 2
 //   E = RMS_j((x'_j - x''_j) / max(atol, rtol max(|x'_j|, |x'_prev,j|))); accept: x = x''.
-// Scratch: w.y1 (x'), w.y5 (x''), stages 0 and 1 (x'_prev, dW); wt [2 NL D + 3 D] doubles.
+// Scratch: w.y1 (x'), w.y5 (x''), stages 0 and 1 (x'_prev, dW); wt [ggf_scratch(NL, D)] doubles.
 // Counts as adaptive_steps; a lane whose step underflows stops with x[D - 1] = NaN. Returns
 // the number of lanes that gave up.
 template <class Rows, class V>
@@ -170,7 +174,7 @@ FS_HD void denoise_lanes(const Net& net, const SdeParams& sde, double eps, const
 // One sample of an adaptive run in lane type float (a CUDA thread, or a lone sample on the
 // CPU): sample `index`'s prior draw (a tile lane's) into w.y, the solve from T to eps, and
 // Tweedie's step if asked (one more evaluation); the cond imports must already be in w.a.
-// wt: 5 dim doubles (ggf_steps' Brownian values). Returns 1 if the solve gave up.
+// wt: ggf_scratch(1, dim) doubles. Returns 1 if the solve gave up.
 template <class Rows>
 FS_HD int adaptive_sample_one(const Net& net, const AdaptivePlan& p, uint32_t index, const OdeBuffers<float>& w,
                               double* wt, int64_t* nfe, int64_t* accepted, int64_t* rejected) {
